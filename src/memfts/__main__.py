@@ -1,0 +1,3 @@
+from memfts.cli import main
+
+main()

@@ -1,0 +1,27 @@
+"""Errors memfts raises on purpose. Each message says what was wrong and what to do.
+
+The server turns every :class:`MemftsError` into an MCP tool error carrying its message;
+anything else is a bug and is reported as one.
+"""
+
+
+class MemftsError(Exception):
+    """Base class: a failure the caller can act on. Nothing was written."""
+
+
+class EntityNotFoundError(MemftsError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"Entity with name {name} not found")
+        self.name = name
+
+
+class InputTooLargeError(MemftsError):
+    """A value or a batch is over one of the configured :class:`~memfts.store.Limits`."""
+
+
+class StoreBusyError(MemftsError):
+    """Other processes held the write lock for longer than the configured bound."""
+
+
+class DatabaseOpenError(MemftsError):
+    """The database file cannot be opened or used as a memfts store."""

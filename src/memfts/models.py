@@ -1,0 +1,103 @@
+"""The data that crosses memfts' boundaries: the graph, tool arguments and tool results.
+
+Field names and shapes follow the official memory server exactly (``entityType``,
+``from``/``to``/``relationType``, ``entityName``/``contents``...), so a client written for it
+works unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+def _clean_text(value: str) -> str:
+    """Refuse text SQLite or a JSON reader would mangle, naming what was wrong."""
+    if "\x00" in value:
+        raise ValueError("text must not contain NUL (\\u0000) characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"text is not valid Unicode (lone surrogate at position {exc.start})"
+        ) from None
+    return value
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty or only whitespace")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_clean_text)]
+"""Any stored string: valid Unicode, no NUL."""
+
+Name = Annotated[str, AfterValidator(_clean_text), AfterValidator(_not_blank)]
+"""An entity name, entity type or relation type: a non-blank :data:`Text`."""
+
+
+class Entity(BaseModel):
+    name: Name = Field(description="The name of the entity")
+    entityType: Name = Field(description="The type of the entity")
+    observations: list[Text] = Field(
+        default_factory=list,
+        description="An array of observation contents associated with the entity",
+    )
+
+
+class Relation(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    from_: Name = Field(
+        alias="from", description="The name of the entity where the relation starts"
+    )
+    to: Name = Field(description="The name of the entity where the relation ends")
+    relationType: Name = Field(description="The type of the relation")
+
+
+class KnowledgeGraph(BaseModel):
+    entities: list[Entity]
+    relations: list[Relation]
+
+
+class SearchResult(KnowledgeGraph):
+    """A ranked page of a search: the official graph shape plus how many entities matched."""
+
+    total: int = Field(
+        description="How many entities matched in all; more than returned means raise `limit` "
+        "or refine the query"
+    )
+
+
+class ObservationAddition(BaseModel):
+    entityName: Name = Field(description="The name of the entity to add the observations to")
+    contents: list[Text] = Field(description="An array of observation contents to add")
+
+
+class ObservationDeletion(BaseModel):
+    entityName: Name = Field(description="The name of the entity containing the observations")
+    observations: list[Text] = Field(description="An array of observations to delete")
+
+
+class AddedObservations(BaseModel):
+    entityName: str
+    addedObservations: list[str]
+
+
+class CreatedEntities(BaseModel):
+    entities: list[Entity]
+
+
+class CreatedRelations(BaseModel):
+    relations: list[Relation]
+
+
+class AddedObservationsResult(BaseModel):
+    results: list[AddedObservations]
+
+
+class DeleteResult(BaseModel):
+    success: bool
+    message: str

@@ -1,0 +1,233 @@
+"""The MCP face of the store: the official memory server's 9 tools and its resource.
+
+Each tool is a flat declaration calling exactly one :class:`~memfts.store.Store` method.
+Names, arguments, titles, annotations and result shapes (``structuredContent`` plus one JSON
+text block) match ``@modelcontextprotocol/server-memory``, so switching is one config line.
+"""
+
+# no `from __future__ import annotations`: MCP evaluates tool signatures, which use locals
+
+import json
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field
+
+from memfts import __version__
+from memfts.errors import MemftsError
+from memfts.models import (
+    AddedObservationsResult,
+    CreatedEntities,
+    CreatedRelations,
+    DeleteResult,
+    Entity,
+    KnowledgeGraph,
+    ObservationAddition,
+    ObservationDeletion,
+    Relation,
+    SearchResult,
+    Text,
+)
+from memfts.store import Store
+
+GRAPH_URI = "memory://knowledge-graph"
+
+WRITE = ToolAnnotations(
+    readOnlyHint=False, destructiveHint=False, idempotentHint=False, openWorldHint=False
+)
+DELETE = ToolAnnotations(
+    readOnlyHint=False, destructiveHint=True, idempotentHint=True, openWorldHint=False
+)
+READ = ToolAnnotations(
+    readOnlyHint=True, destructiveHint=False, idempotentHint=True, openWorldHint=False
+)
+
+SEARCH_DESCRIPTION = """\
+Search for nodes in the knowledge graph based on a query.
+Ranked full-text search over entity names (weighted highest), entity types and observations; \
+best matches first. Every word of the query must appear somewhere in an entity (any field, any \
+order); whole words rank above word starts and words inside longer words ("script" finds \
+"TypeScript"). If no entity has every word, entities with the most words are returned. \
+Case and accents are ignored. Returns at most `limit` entities (default 20) and the relations \
+touching them; `total` says how many entities matched in all. An empty query lists the most \
+recently changed entities."""
+
+T = TypeVar("T")
+
+
+def _json(value: Any) -> str:
+    """JSON exactly as the official server writes it (``JSON.stringify(x, null, 2)``)."""
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def _result(text_of: Any, structured: BaseModel) -> CallToolResult:
+    """One JSON (or message) text block plus the same data as ``structuredContent``."""
+    text = text_of if isinstance(text_of, str) else _json(text_of)
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)],
+        structured_content=structured.model_dump(mode="json", by_alias=True),
+    )
+
+
+def _graph_result(graph: KnowledgeGraph) -> CallToolResult:
+    return _result(graph.model_dump(mode="json", by_alias=True), graph)
+
+
+def _run(call: Callable[..., T], *args: Any) -> T:
+    """Call the store; a :class:`MemftsError` becomes a tool error the model can read."""
+    try:
+        return call(*args)
+    except MemftsError as exc:
+        raise ToolError(str(exc)) from exc
+
+
+def build_server(store: Store) -> MCPServer:
+    """An MCP server exposing ``store``; run it with ``.run()`` (stdio) or an HTTP transport."""
+    mcp = MCPServer(
+        "memfts",
+        version=__version__,
+        instructions="Persistent knowledge-graph memory with ranked full-text search. "
+        "Use search_nodes to find what you stored before; open_nodes to read entities by name.",
+        log_level="WARNING",
+    )
+
+    @mcp.tool(
+        title="Create Entities",
+        description="Create multiple new entities in the knowledge graph",
+        annotations=WRITE,
+    )
+    def create_entities(entities: list[Entity]) -> Annotated[CallToolResult, CreatedEntities]:
+        created = _run(store.create_entities, entities)
+        result = CreatedEntities(entities=created)
+        return _result(result.model_dump(mode="json")["entities"], result)
+
+    @mcp.tool(
+        title="Create Relations",
+        description="Create multiple new relations between entities in the knowledge graph. "
+        "Relations should be in active voice",
+        annotations=WRITE,
+    )
+    def create_relations(
+        relations: list[Relation],
+    ) -> Annotated[CallToolResult, CreatedRelations]:
+        created = _run(store.create_relations, relations)
+        result = CreatedRelations(relations=created)
+        return _result(result.model_dump(mode="json", by_alias=True)["relations"], result)
+
+    @mcp.tool(
+        title="Add Observations",
+        description="Add new observations to existing entities in the knowledge graph",
+        annotations=WRITE,
+    )
+    def add_observations(
+        observations: list[ObservationAddition],
+    ) -> Annotated[CallToolResult, AddedObservationsResult]:
+        added = _run(store.add_observations, observations)
+        result = AddedObservationsResult(results=added)
+        return _result(result.model_dump(mode="json")["results"], result)
+
+    @mcp.tool(
+        title="Delete Entities",
+        description="Delete multiple entities and their associated relations from the knowledge graph",
+        annotations=DELETE,
+    )
+    def delete_entities(
+        entityNames: Annotated[
+            list[Text], Field(description="An array of entity names to delete")
+        ],
+    ) -> Annotated[CallToolResult, DeleteResult]:
+        deleted, not_found = _run(store.delete_entities, entityNames)
+        message = (
+            "Entities deleted successfully"
+            if not not_found
+            else f"Deleted {len(deleted)} of {len(entityNames)} entities. "
+            f"Not found: {', '.join(not_found)}"
+        )
+        return _result(message, DeleteResult(success=True, message=message))
+
+    @mcp.tool(
+        title="Delete Observations",
+        description="Delete specific observations from entities in the knowledge graph",
+        annotations=DELETE,
+    )
+    def delete_observations(
+        deletions: list[ObservationDeletion],
+    ) -> Annotated[CallToolResult, DeleteResult]:
+        count, missing = _run(store.delete_observations, deletions)
+        requested = sum(len(d.observations) for d in deletions)
+        message = (
+            "Observations deleted successfully"
+            if count == requested
+            else f"Deleted {count} of {requested} observations."
+            + (f" Entities not found: {', '.join(missing)}" if missing else "")
+        )
+        return _result(message, DeleteResult(success=True, message=message))
+
+    @mcp.tool(
+        title="Delete Relations",
+        description="Delete multiple relations from the knowledge graph",
+        annotations=DELETE,
+    )
+    def delete_relations(
+        relations: Annotated[
+            list[Relation], Field(description="An array of relations to delete")
+        ],
+    ) -> Annotated[CallToolResult, DeleteResult]:
+        count = _run(store.delete_relations, relations)
+        message = (
+            "Relations deleted successfully"
+            if count == len(relations)
+            else f"Deleted {count} of {len(relations)} relations. The rest matched nothing."
+        )
+        return _result(message, DeleteResult(success=True, message=message))
+
+    @mcp.tool(title="Read Graph", description="Read the entire knowledge graph", annotations=READ)
+    def read_graph() -> Annotated[CallToolResult, KnowledgeGraph]:
+        return _graph_result(_run(store.read_graph))
+
+    @mcp.tool(title="Search Nodes", description=SEARCH_DESCRIPTION, annotations=READ)
+    def search_nodes(
+        query: Annotated[
+            str,
+            Field(
+                max_length=2048,
+                description="The search query to match against entity names, types, and "
+                "observation content",
+            ),
+        ],
+        limit: Annotated[
+            int,
+            Field(ge=1, le=store.limits.max_search_limit,
+                  description="Most entities to return, best first"),
+        ] = 20,
+        entityType: Annotated[
+            str | None,
+            Field(description="Only return entities of this type (case-insensitive)"),
+        ] = None,
+    ) -> Annotated[CallToolResult, SearchResult]:
+        return _graph_result(_run(store.search_nodes, query, limit, entityType))
+
+    @mcp.tool(
+        title="Open Nodes",
+        description="Open specific nodes in the knowledge graph by their names",
+        annotations=READ,
+    )
+    def open_nodes(
+        names: Annotated[list[Text], Field(description="An array of entity names to retrieve")],
+    ) -> Annotated[CallToolResult, KnowledgeGraph]:
+        return _graph_result(_run(store.open_nodes, names))
+
+    @mcp.resource(
+        GRAPH_URI,
+        name="knowledge-graph",
+        title="Knowledge Graph",
+        description="The full knowledge graph with all entities and relations",
+        mime_type="application/json",
+    )
+    def knowledge_graph() -> str:
+        return _json(store.read_graph().model_dump(mode="json", by_alias=True))
+
+    return mcp

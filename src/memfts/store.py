@@ -1,0 +1,582 @@
+"""The knowledge-graph store: one SQLite file, one APSW connection per process.
+
+Every public method is one transaction. Writes start with ``BEGIN IMMEDIATE`` so that
+several processes sharing the file queue on the write lock instead of failing with
+SQLITE_BUSY mid-transaction; reads run in a snapshot and never block writers (WAL).
+The connection is used by one thread at a time (``self._lock``): MCP runs sync tools in
+worker threads, and an APSW connection is not a unit of isolation between threads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import apsw
+
+from memfts import search
+from memfts.errors import (
+    DatabaseOpenError,
+    EntityNotFoundError,
+    InputTooLargeError,
+    MemftsError,
+    StoreBusyError,
+)
+from memfts.models import (
+    AddedObservations,
+    Entity,
+    KnowledgeGraph,
+    ObservationAddition,
+    ObservationDeletion,
+    Relation,
+    SearchResult,
+)
+
+log = logging.getLogger(__name__)
+
+_SQL_FILE = re.compile(r"^(\d{3})_[\w-]+\.sql$")
+
+
+def sql_dir() -> Path:
+    """Where the numbered schema files live: inside the installed package, or the repo's ``sql/``."""
+    packaged = Path(str(resources.files("memfts"))) / "sql"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "sql"
+
+
+def migrations(directory: Path | None = None) -> list[tuple[int, Path]]:
+    """The schema files as ``(version, path)``, in the order they must be applied."""
+    directory = directory or sql_dir()
+    found = []
+    for path in directory.iterdir():
+        match = _SQL_FILE.match(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    found.sort()
+    versions = [v for v, _ in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise RuntimeError(f"schema files in {directory} must be numbered 001, 002, ... without gaps")
+    return found
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Size limits on what one call may store. Override with ``MEMFTS_MAX_*`` variables."""
+
+    max_name_chars: int = 1_000
+    max_observation_chars: int = 100_000
+    max_items_per_call: int = 10_000
+    max_search_limit: int = 10_000
+    busy_timeout_s: float = 60.0
+    """How long a write waits for other processes' writes before failing as busy."""
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Limits:
+        env = os.environ if environ is None else environ
+        values: dict[str, float] = {}
+        for name, field in cls.__dataclass_fields__.items():
+            raw = env.get(f"MEMFTS_{name.upper()}")
+            if raw is not None:
+                kind = float if field.type == "float" else int
+                try:
+                    values[name] = kind(raw)
+                except ValueError:
+                    raise DatabaseOpenError(
+                        f"MEMFTS_{name.upper()}={raw!r} is not a number"
+                    ) from None
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class Store:
+    """The memory graph in one SQLite file. Safe to share between processes."""
+
+    def __init__(self, path: str | os.PathLike[str], limits: Limits | None = None) -> None:
+        self.path = Path(path)
+        self.limits = limits or Limits()
+        self._lock = threading.Lock()
+        self._conn = self._connect()
+        try:
+            self._migrate()
+        except BaseException:
+            self._conn.close()
+            raise
+        self._query_words = search.make_tokenizer(self._conn, query=True)
+        self._document_words = search.make_tokenizer(self._conn, query=False)
+
+    # ---- connection and transactions -------------------------------------------------
+
+    def _connect(self) -> apsw.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DatabaseOpenError(
+                f"cannot create the folder for the database {self.path}: {exc.strerror}"
+            ) from None
+        try:
+            conn = apsw.Connection(str(self.path))
+        except apsw.CantOpenError:
+            raise DatabaseOpenError(
+                f"cannot open the database {self.path}: check that the folder is writable"
+            ) from None
+        try:
+            conn.set_busy_timeout(5_000)
+            mode = conn.pragma("journal_mode", "wal")
+            if mode != "wal":
+                raise DatabaseOpenError(f"{self.path}: could not switch to WAL mode (got {mode})")
+            # NORMAL: in WAL a commit survives any process crash; only an OS crash or power
+            # loss may roll back the last few commits, and each commit costs no fsync.
+            conn.pragma("synchronous", "NORMAL")
+            conn.pragma("foreign_keys", "ON")
+            conn.pragma("journal_size_limit", 4 * 1024 * 1024)
+        except apsw.NotADBError:
+            conn.close()
+            raise DatabaseOpenError(
+                f"{self.path} is not a SQLite database: point --db or MEMORY_DB_PATH elsewhere"
+            ) from None
+        except apsw.CorruptError:
+            conn.close()
+            raise DatabaseOpenError(
+                f"{self.path} is corrupt: restore a backup, or try the sqlite3 shell's .recover"
+            ) from None
+        except (apsw.ReadOnlyError, apsw.CantOpenError):
+            conn.close()
+            raise DatabaseOpenError(
+                f"cannot write the database {self.path}: check file and folder permissions"
+            ) from None
+        except MemftsError:
+            conn.close()
+            raise
+        return conn
+
+    def _migrate(self) -> None:
+        """Bring the schema up to date, one numbered file per transaction."""
+        files = migrations()
+        newest = files[-1][0] if files else 0
+        for version, path in files:
+            with self._write() as db:
+                current = db.pragma("user_version")
+                if current > newest:
+                    raise DatabaseOpenError(
+                        f"{self.path} has schema version {current}, newer than this memfts "
+                        f"understands ({newest}); upgrade memfts (the file was not changed)"
+                    )
+                if current >= version:
+                    continue
+                if current != version - 1:
+                    raise DatabaseOpenError(f"{self.path}: unexpected schema version {current}")
+                db.execute(path.read_text(encoding="utf-8"))
+                db.pragma("user_version", version)
+                log.info("applied schema %s to %s", path.name, self.path)
+
+    @contextmanager
+    def _write(self) -> Iterator[apsw.Connection]:
+        """One write transaction, taken with ``BEGIN IMMEDIATE`` and retried while busy."""
+        with self._lock:
+            self._begin("BEGIN IMMEDIATE")
+            yield from self._finish()
+
+    @contextmanager
+    def _read(self) -> Iterator[apsw.Connection]:
+        """One read snapshot: consistent across its queries, never blocks writers."""
+        with self._lock:
+            self._begin("BEGIN")
+            yield from self._finish()
+
+    def _begin(self, statement: str) -> None:
+        deadline = time.monotonic() + self.limits.busy_timeout_s
+        delay = 0.005
+        while True:
+            try:
+                self._conn.execute(statement)
+                return
+            except apsw.BusyError:
+                # The 5 s busy handler already waited; keep trying up to the configured bound.
+                if time.monotonic() >= deadline:
+                    raise StoreBusyError(
+                        f"the memory store {self.path} stayed locked by other processes for "
+                        f"{self.limits.busy_timeout_s:g} s; nothing was written, try again"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.25)
+
+    def _finish(self) -> Iterator[apsw.Connection]:
+        try:
+            yield self._conn
+        except BaseException:
+            if not self._conn.get_autocommit():
+                self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close the connection, folding the WAL back into the database if no one else reads it."""
+        with self._lock:
+            try:
+                self._conn.set_busy_timeout(0)
+                self._conn.pragma("wal_checkpoint(PASSIVE)")
+            except apsw.Error as exc:  # a busy checkpoint is fine: the next closer does it
+                log.debug("checkpoint on close skipped: %s", exc)
+            self._conn.close()
+
+    # ---- checks on input size ------------------------------------------------------------
+
+    def _check_batch(self, what: str, items: Sequence[object]) -> None:
+        if len(items) > self.limits.max_items_per_call:
+            raise InputTooLargeError(
+                f"{len(items)} {what} in one call; the limit is {self.limits.max_items_per_call}"
+                " (MEMFTS_MAX_ITEMS_PER_CALL)"
+            )
+
+    def _check_name(self, what: str, value: str) -> None:
+        if len(value) > self.limits.max_name_chars:
+            raise InputTooLargeError(
+                f"{what} {value[:40]!r}... is {len(value)} characters; the limit is "
+                f"{self.limits.max_name_chars} (MEMFTS_MAX_NAME_CHARS)"
+            )
+
+    def _check_observations(self, owner: str, contents: Sequence[str]) -> None:
+        self._check_batch("observations", contents)
+        for content in contents:
+            if len(content) > self.limits.max_observation_chars:
+                raise InputTooLargeError(
+                    f"an observation of {owner!r} is {len(content)} characters; the limit is "
+                    f"{self.limits.max_observation_chars} (MEMFTS_MAX_OBSERVATION_CHARS)"
+                )
+
+    def _remember_words(self, db: apsw.Connection, texts: Iterable[str]) -> None:
+        """Record the indexed words of new text, so partial-word search can widen to them."""
+        words: set[str] = set()
+        for text in texts:
+            words.update(self._document_words(text))
+        db.executemany(
+            "INSERT INTO search_terms(term) VALUES (?) ON CONFLICT(term) DO NOTHING",
+            ((w,) for w in words),
+        )
+
+    # ---- writes --------------------------------------------------------------------------
+
+    def create_entities(self, entities: Sequence[Entity]) -> list[Entity]:
+        """Create the entities whose names are new; return those created.
+
+        A name that exists already, or repeats earlier in the same call, is skipped.
+        """
+        self._check_batch("entities", entities)
+        for entity in entities:
+            self._check_name("entity name", entity.name)
+            self._check_name("entity type", entity.entityType)
+            self._check_observations(entity.name, entity.observations)
+        created: list[Entity] = []
+        now = _now_us()
+        with self._write() as db:
+            for entity in entities:
+                entity_id = db.execute(
+                    "INSERT INTO entities(name, entity_type, updated_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT(name) DO NOTHING RETURNING id",
+                    (entity.name, entity.entityType, now),
+                ).get
+                if entity_id is None:
+                    continue
+                observations = list(dict.fromkeys(entity.observations))
+                db.executemany(
+                    "INSERT INTO observations(entity_id, content) VALUES (?, ?)",
+                    ((entity_id, content) for content in observations),
+                )
+                created.append(entity.model_copy(update={"observations": observations}))
+            self._remember_words(
+                db,
+                (t for e in created for t in (e.name, e.entityType, *e.observations)),
+            )
+        return created
+
+    def create_relations(self, relations: Sequence[Relation]) -> list[Relation]:
+        """Create the relations not already present; return those created.
+
+        Endpoints need not exist yet: agents often relate entities before creating them.
+        """
+        self._check_batch("relations", relations)
+        for r in relations:
+            for what, value in (("from", r.from_), ("to", r.to), ("relationType", r.relationType)):
+                self._check_name(f"relation {what}", value)
+        created: list[Relation] = []
+        with self._write() as db:
+            for r in relations:
+                new = db.execute(
+                    "INSERT INTO relations(from_name, to_name, relation_type) VALUES (?, ?, ?) "
+                    "ON CONFLICT DO NOTHING RETURNING id",
+                    (r.from_, r.to, r.relationType),
+                ).get
+                if new is not None:
+                    created.append(r)
+        return created
+
+    def add_observations(self, additions: Sequence[ObservationAddition]) -> list[AddedObservations]:
+        """Append observations to existing entities; all or nothing.
+
+        An observation the entity already has is skipped. If any entity is missing, the
+        whole call fails with :class:`EntityNotFoundError` and nothing is saved.
+        """
+        self._check_batch("observation groups", additions)
+        for a in additions:
+            self._check_observations(a.entityName, a.contents)
+        results: list[AddedObservations] = []
+        now = _now_us()
+        with self._write() as db:
+            for a in additions:
+                entity_id = db.execute(
+                    "SELECT id FROM entities WHERE name = ?", (a.entityName,)
+                ).get
+                if entity_id is None:
+                    raise EntityNotFoundError(a.entityName)
+                added = [
+                    content
+                    for content in a.contents
+                    if db.execute(
+                        "INSERT INTO observations(entity_id, content) VALUES (?, ?) "
+                        "ON CONFLICT DO NOTHING RETURNING id",
+                        (entity_id, content),
+                    ).get
+                    is not None
+                ]
+                if added:
+                    db.execute(
+                        "UPDATE entities SET updated_at = ? WHERE id = ?", (now, entity_id)
+                    )
+                results.append(AddedObservations(entityName=a.entityName, addedObservations=added))
+            self._remember_words(db, (c for r in results for c in r.addedObservations))
+        return results
+
+    def delete_entities(self, names: Sequence[str]) -> tuple[list[str], list[str]]:
+        """Delete entities, their observations and every relation to or from them.
+
+        Returns ``(deleted, not_found)``, each in the order given.
+        """
+        self._check_batch("names", names)
+        deleted: list[str] = []
+        not_found: list[str] = []
+        with self._write() as db:
+            for name in names:
+                gone = db.execute("DELETE FROM entities WHERE name = ? RETURNING id", (name,)).get
+                # relations go even when the entity never existed: they named it, it is gone
+                db.execute(
+                    "DELETE FROM relations WHERE from_name = ?1 OR to_name = ?1", (name,)
+                )
+                (deleted if gone is not None else not_found).append(name)
+        return deleted, not_found
+
+    def delete_observations(self, deletions: Sequence[ObservationDeletion]) -> tuple[int, list[str]]:
+        """Delete the given observations. Returns ``(deleted_count, missing_entities)``."""
+        self._check_batch("deletion groups", deletions)
+        count = 0
+        missing: list[str] = []
+        now = _now_us()
+        with self._write() as db:
+            for d in deletions:
+                entity_id = db.execute(
+                    "SELECT id FROM entities WHERE name = ?", (d.entityName,)
+                ).get
+                if entity_id is None:
+                    missing.append(d.entityName)
+                    continue
+                before = db.total_changes()
+                db.executemany(
+                    "DELETE FROM observations WHERE entity_id = ? AND content = ?",
+                    ((entity_id, content) for content in d.observations),
+                )
+                removed = db.total_changes() - before
+                if removed:
+                    count += removed
+                    db.execute(
+                        "UPDATE entities SET updated_at = ? WHERE id = ?", (now, entity_id)
+                    )
+        return count, missing
+
+    def delete_relations(self, relations: Sequence[Relation]) -> int:
+        """Delete the given relations; returns how many existed."""
+        self._check_batch("relations", relations)
+        count = 0
+        with self._write() as db:
+            for r in relations:
+                gone = db.execute(
+                    "DELETE FROM relations WHERE from_name = ? AND to_name = ? AND relation_type = ? "
+                    "RETURNING id",
+                    (r.from_, r.to, r.relationType),
+                ).get
+                count += gone is not None
+        return count
+
+    # ---- reads ---------------------------------------------------------------------------
+
+    def read_graph(self) -> KnowledgeGraph:
+        """The whole graph: entities and relations in creation order."""
+        with self._read() as db:
+            entities = self._entities(db, None)
+            relations = [
+                Relation.model_construct(from_=f, to=t, relationType=rt)
+                for f, t, rt in db.execute(
+                    "SELECT from_name, to_name, relation_type FROM relations ORDER BY id"
+                )
+            ]
+        return KnowledgeGraph(entities=entities, relations=relations)
+
+    def open_nodes(self, names: Sequence[str]) -> KnowledgeGraph:
+        """The named entities (unknown names skipped) and every relation touching them."""
+        self._check_batch("names", names)
+        with self._read() as db:
+            ids = [
+                row_id
+                for (row_id,) in db.execute(
+                    "SELECT id FROM entities WHERE name IN (SELECT value FROM json_each(?))",
+                    (json.dumps(list(names)),),
+                )
+            ]
+            entities = self._entities(db, ids)
+            return KnowledgeGraph(entities=entities, relations=self._relations_of(db, entities))
+
+    def search_nodes(
+        self, query: str, limit: int = 20, entity_type: str | None = None
+    ) -> SearchResult:
+        """Ranked full-text search; see ``search.py`` for how text becomes a query.
+
+        Entities containing every word of the query (in any field, any order, as a whole
+        word, a word start, or inside a longer word) come first, best bm25 first; if no
+        entity has them all, entities with some of the words, most words first. An empty
+        query lists the most recently changed entities.
+        """
+        if limit < 1 or limit > self.limits.max_search_limit:
+            raise InputTooLargeError(
+                f"limit must be between 1 and {self.limits.max_search_limit}, not {limit}"
+            )
+        with self._read() as db:
+            if not query.strip():
+                ids, total = self._recent(db, limit, entity_type)
+            else:
+                ids, total = self._ranked(db, query, limit, entity_type)
+            by_id = dict(zip(sorted(ids), self._entities(db, ids), strict=True))
+            entities = [by_id[i] for i in ids]
+            return SearchResult(
+                entities=entities, relations=self._relations_of(db, entities), total=total
+            )
+
+    def _recent(
+        self, db: apsw.Connection, limit: int, entity_type: str | None
+    ) -> tuple[list[int], int]:
+        ids = [
+            row_id
+            for (row_id,) in db.execute(
+                "SELECT id FROM entities WHERE ?1 IS NULL OR entity_type = ?1 COLLATE NOCASE "
+                "ORDER BY updated_at DESC, id DESC LIMIT ?2",
+                (entity_type, limit),
+            )
+        ]
+        total = db.execute(
+            "SELECT count(*) FROM entities WHERE ?1 IS NULL OR entity_type = ?1 COLLATE NOCASE",
+            (entity_type,),
+        ).get
+        return ids, int(total)
+
+    def _ranked(
+        self, db: apsw.Connection, query: str, limit: int, entity_type: str | None
+    ) -> tuple[list[int], int]:
+        words = search.query_words(self._query_words, query)
+        if not words:
+            return [], 0
+        arms: list[str] = []
+        params: list[object] = []
+        for index, word in enumerate(words):
+            containing = self._words_containing(db, word)
+            for expression, factor in (
+                (search.exact_expression(word), 1.0),
+                (search.partial_expression(word, containing), search.PARTIAL_MATCH_FACTOR),
+            ):
+                arms.append(
+                    "SELECT rowid, ?, ? * bm25(entities_fts, ?, ?) FROM entities_fts "
+                    "WHERE entities_fts MATCH ?"
+                )
+                params += [index, factor, *search.ENTITY_WEIGHTS, expression]
+                arms.append(
+                    "SELECT o.entity_id, ?, ? * bm25(observations_fts) FROM observations_fts "
+                    "JOIN observations o ON o.id = observations_fts.rowid "
+                    "WHERE observations_fts MATCH ?"
+                )
+                params += [index, factor, expression]
+        sql = (
+            "WITH hits(entity_id, word, score) AS (" + " UNION ALL ".join(arms) + "), "
+            "per_word AS (SELECT entity_id, word, min(score) AS score FROM hits "
+            "GROUP BY entity_id, word), "
+            "per_entity AS (SELECT entity_id, count(*) AS words, sum(score) AS score "
+            "FROM per_word GROUP BY entity_id) "
+            "SELECT p.entity_id, p.words, count(*) OVER (PARTITION BY p.words), count(*) OVER () "
+            "FROM per_entity p JOIN entities e ON e.id = p.entity_id "
+            "WHERE ? IS NULL OR e.entity_type = ? COLLATE NOCASE "
+            "ORDER BY p.words DESC, p.score, p.entity_id DESC LIMIT ?"
+        )
+        rows = db.execute(sql, (*params, entity_type, entity_type, limit)).fetchall()
+        if not rows:
+            return [], 0
+        best = rows[0][1]
+        if best == len(words):  # some entities have every word: they are the answer
+            return [r[0] for r in rows if r[1] == best], int(rows[0][2])
+        return [r[0] for r in rows], int(rows[0][3])
+
+    def _words_containing(self, db: apsw.Connection, word: str) -> list[str]:
+        """Indexed words containing ``word`` past its first letter (word starts use ``word*``)."""
+        probe = search.infix_probe(word)
+        if probe is None:
+            return []
+        return [
+            term
+            for (term,) in db.execute(
+                "SELECT term FROM search_terms WHERE id IN (SELECT rowid FROM search_terms_trigram "
+                "WHERE search_terms_trigram MATCH ?) AND substr(term, 1, ?) != ? "
+                "ORDER BY length(term) LIMIT ?",
+                (probe, len(word), word, search.MAX_INFIX_EXPANSIONS),
+            )
+        ]
+
+    def _entities(self, db: apsw.Connection, ids: Sequence[int] | None) -> list[Entity]:
+        """Entities by id (all when ``ids`` is None) in creation order, observations in order."""
+        if ids is None:
+            where, params = "", ()
+        else:
+            where, params = "WHERE {col} IN (SELECT value FROM json_each(?))", (json.dumps(list(ids)),)
+        rows = db.execute(
+            f"SELECT id, name, entity_type FROM entities {where.format(col='id')} ORDER BY id", params
+        ).fetchall()
+        observations: dict[int, list[str]] = {row[0]: [] for row in rows}
+        for entity_id, content in db.execute(
+            f"SELECT entity_id, content FROM observations {where.format(col='entity_id')} "
+            "ORDER BY id",
+            params,
+        ):
+            observations[entity_id].append(content)
+        return [
+            Entity.model_construct(name=name, entityType=etype, observations=observations[eid])
+            for eid, name, etype in rows
+        ]
+
+    def _relations_of(self, db: apsw.Connection, entities: Sequence[Entity]) -> list[Relation]:
+        """Relations with either endpoint among ``entities``, in creation order."""
+        names = json.dumps([e.name for e in entities])
+        return [
+            Relation.model_construct(from_=f, to=t, relationType=rt)
+            for f, t, rt in db.execute(
+                "SELECT from_name, to_name, relation_type FROM relations "
+                "WHERE from_name IN (SELECT value FROM json_each(?1)) "
+                "OR to_name IN (SELECT value FROM json_each(?1)) ORDER BY id",
+                (names,),
+            )
+        ]

@@ -1,0 +1,53 @@
+"""Shared fixtures: real database files built from sql/, and a real memfts over stdio."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import apsw
+import pytest
+
+from memfts.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+SQL_DIR = ROOT / "sql"
+
+
+def build_schema(path: Path) -> None:
+    """Build a database by applying sql/NNN_*.sql in order, as a user with a shell could."""
+    conn = apsw.Connection(str(path))
+    conn.pragma("journal_mode", "wal")
+    for i, file in enumerate(sorted(SQL_DIR.glob("[0-9][0-9][0-9]_*.sql")), start=1):
+        with conn:
+            conn.execute(file.read_text())
+            conn.pragma("user_version", i)
+    conn.close()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    path = tmp_path / "memory.db"
+    build_schema(path)
+    return path
+
+
+@pytest.fixture
+def store(db_path: Path) -> Iterator[Store]:
+    s = Store(db_path)
+    yield s
+    s.close()
+
+
+def memfts_command() -> list[str]:
+    """The installed console script, run by the interpreter running the tests."""
+    return [sys.executable, "-m", "memfts"]
+
+
+def server_env(db: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
+    env["MEMORY_DB_PATH"] = str(db)
+    env.update(extra)
+    return env
