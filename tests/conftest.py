@@ -51,3 +51,13 @@ def server_env(db: Path, **extra: str) -> dict[str, str]:
     env["MEMORY_DB_PATH"] = str(db)
     env.update(extra)
     return env
+
+
+@pytest.fixture
+def stdio_params(db_path: Path):  # type: ignore[no-untyped-def]
+    """Parameters spawning a real `memfts` server over stdio on the test's database."""
+    from mcp import StdioServerParameters
+
+    return StdioServerParameters(
+        command=memfts_command()[0], args=memfts_command()[1:], env=server_env(db_path)
+    )

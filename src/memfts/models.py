@@ -101,3 +101,41 @@ class AddedObservationsResult(BaseModel):
 class DeleteResult(BaseModel):
     success: bool
     message: str
+
+
+class ImportCounts(BaseModel):
+    """What one import batch changed; "skipped" items were already stored."""
+
+    entities_added: int = 0
+    entities_skipped: int = 0
+    observations_added: int = 0
+    observations_skipped: int = 0
+    relations_added: int = 0
+    relations_skipped: int = 0
+
+    def __iadd__(self, other: ImportCounts) -> ImportCounts:
+        for name in type(self).model_fields:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        return self
+
+
+class HealthReport(BaseModel):
+    """Result of ``memfts check``: both integrity checks and the row counts."""
+
+    ok: bool
+    sqlite_integrity: str = Field(description='"ok" or the first problems integrity_check found')
+    fts_integrity: str = Field(description='"ok" or the error of the FTS5 integrity-check')
+    entities: int
+    observations: int
+    relations: int
+
+
+class StoreStats(BaseModel):
+    path: str
+    schema_version: int
+    entities: int
+    observations: int
+    relations: int
+    entity_types: int
+    db_bytes: int
+    wal_bytes: int

@@ -43,7 +43,7 @@ def make_tokenizer(conn: apsw.Connection, *, query: bool) -> Tokenize:
     def tokenize(text: str) -> list[str]:
         # NUL ends a C string inside SQLite; lone surrogates cannot be encoded: both become spaces.
         data = text.replace("\x00", " ").encode("utf-8", "replace")
-        return [t[0] for t in tokenizer(data, reason, None, include_offsets=False)]
+        return [str(t[0]) for t in tokenizer(data, reason, None, include_offsets=False)]
 
     return tokenize
 

@@ -36,13 +36,13 @@ from memfts.store import Store
 GRAPH_URI = "memory://knowledge-graph"
 
 WRITE = ToolAnnotations(
-    readOnlyHint=False, destructiveHint=False, idempotentHint=False, openWorldHint=False
+    read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
 )
 DELETE = ToolAnnotations(
-    readOnlyHint=False, destructiveHint=True, idempotentHint=True, openWorldHint=False
+    read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False
 )
 READ = ToolAnnotations(
-    readOnlyHint=True, destructiveHint=False, idempotentHint=True, openWorldHint=False
+    read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
 )
 
 SEARCH_DESCRIPTION = """\
@@ -131,13 +131,12 @@ def build_server(store: Store) -> MCPServer:
 
     @mcp.tool(
         title="Delete Entities",
-        description="Delete multiple entities and their associated relations from the knowledge graph",
+        description="Delete multiple entities and their associated relations from the "
+        "knowledge graph",
         annotations=DELETE,
     )
     def delete_entities(
-        entityNames: Annotated[
-            list[Text], Field(description="An array of entity names to delete")
-        ],
+        entityNames: Annotated[list[Text], Field(description="An array of entity names to delete")],
     ) -> Annotated[CallToolResult, DeleteResult]:
         deleted, not_found = _run(store.delete_entities, entityNames)
         message = (
@@ -172,9 +171,7 @@ def build_server(store: Store) -> MCPServer:
         annotations=DELETE,
     )
     def delete_relations(
-        relations: Annotated[
-            list[Relation], Field(description="An array of relations to delete")
-        ],
+        relations: Annotated[list[Relation], Field(description="An array of relations to delete")],
     ) -> Annotated[CallToolResult, DeleteResult]:
         count = _run(store.delete_relations, relations)
         message = (
@@ -200,8 +197,11 @@ def build_server(store: Store) -> MCPServer:
         ],
         limit: Annotated[
             int,
-            Field(ge=1, le=store.limits.max_search_limit,
-                  description="Most entities to return, best first"),
+            Field(
+                ge=1,
+                le=store.limits.max_search_limit,
+                description="Most entities to return, best first",
+            ),
         ] = 20,
         entityType: Annotated[
             str | None,

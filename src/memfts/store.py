@@ -34,11 +34,14 @@ from memfts.errors import (
 from memfts.models import (
     AddedObservations,
     Entity,
+    HealthReport,
+    ImportCounts,
     KnowledgeGraph,
     ObservationAddition,
     ObservationDeletion,
     Relation,
     SearchResult,
+    StoreStats,
 )
 
 log = logging.getLogger(__name__)
@@ -47,7 +50,7 @@ _SQL_FILE = re.compile(r"^(\d{3})_[\w-]+\.sql$")
 
 
 def sql_dir() -> Path:
-    """Where the numbered schema files live: inside the installed package, or the repo's ``sql/``."""
+    """Where the numbered schema files are: in the installed package, else the repo's ``sql/``."""
     packaged = Path(str(resources.files("memfts"))) / "sql"
     if packaged.is_dir():
         return packaged
@@ -65,7 +68,7 @@ def migrations(directory: Path | None = None) -> list[tuple[int, Path]]:
     found.sort()
     versions = [v for v, _ in found]
     if versions != list(range(1, len(found) + 1)):
-        raise RuntimeError(f"schema files in {directory} must be numbered 001, 002, ... without gaps")
+        raise RuntimeError(f"schema files in {directory} must be numbered 001, 002... with no gap")
     return found
 
 
@@ -99,6 +102,20 @@ class Limits:
 
 def _now_us() -> int:
     return time.time_ns() // 1000
+
+
+def _insert_observations(db: apsw.Connection, entity_id: int, contents: Iterable[str]) -> list[str]:
+    """Append the contents the entity lacks, in order; return those actually added."""
+    return [
+        content
+        for content in contents
+        if db.execute(
+            "INSERT INTO observations(entity_id, content) VALUES (?, ?) "
+            "ON CONFLICT DO NOTHING RETURNING id",
+            (entity_id, content),
+        ).get
+        is not None
+    ]
 
 
 class Store:
@@ -290,11 +307,7 @@ class Store:
                 ).get
                 if entity_id is None:
                     continue
-                observations = list(dict.fromkeys(entity.observations))
-                db.executemany(
-                    "INSERT INTO observations(entity_id, content) VALUES (?, ?)",
-                    ((entity_id, content) for content in observations),
-                )
+                observations = _insert_observations(db, entity_id, entity.observations)
                 created.append(entity.model_copy(update={"observations": observations}))
             self._remember_words(
                 db,
@@ -341,20 +354,9 @@ class Store:
                 ).get
                 if entity_id is None:
                     raise EntityNotFoundError(a.entityName)
-                added = [
-                    content
-                    for content in a.contents
-                    if db.execute(
-                        "INSERT INTO observations(entity_id, content) VALUES (?, ?) "
-                        "ON CONFLICT DO NOTHING RETURNING id",
-                        (entity_id, content),
-                    ).get
-                    is not None
-                ]
+                added = _insert_observations(db, entity_id, a.contents)
                 if added:
-                    db.execute(
-                        "UPDATE entities SET updated_at = ? WHERE id = ?", (now, entity_id)
-                    )
+                    db.execute("UPDATE entities SET updated_at = ? WHERE id = ?", (now, entity_id))
                 results.append(AddedObservations(entityName=a.entityName, addedObservations=added))
             self._remember_words(db, (c for r in results for c in r.addedObservations))
         return results
@@ -371,13 +373,13 @@ class Store:
             for name in names:
                 gone = db.execute("DELETE FROM entities WHERE name = ? RETURNING id", (name,)).get
                 # relations go even when the entity never existed: they named it, it is gone
-                db.execute(
-                    "DELETE FROM relations WHERE from_name = ?1 OR to_name = ?1", (name,)
-                )
+                db.execute("DELETE FROM relations WHERE from_name = ?1 OR to_name = ?1", (name,))
                 (deleted if gone is not None else not_found).append(name)
         return deleted, not_found
 
-    def delete_observations(self, deletions: Sequence[ObservationDeletion]) -> tuple[int, list[str]]:
+    def delete_observations(
+        self, deletions: Sequence[ObservationDeletion]
+    ) -> tuple[int, list[str]]:
         """Delete the given observations. Returns ``(deleted_count, missing_entities)``."""
         self._check_batch("deletion groups", deletions)
         count = 0
@@ -399,9 +401,7 @@ class Store:
                 removed = db.total_changes() - before
                 if removed:
                     count += removed
-                    db.execute(
-                        "UPDATE entities SET updated_at = ? WHERE id = ?", (now, entity_id)
-                    )
+                    db.execute("UPDATE entities SET updated_at = ? WHERE id = ?", (now, entity_id))
         return count, missing
 
     def delete_relations(self, relations: Sequence[Relation]) -> int:
@@ -411,14 +411,80 @@ class Store:
         with self._write() as db:
             for r in relations:
                 gone = db.execute(
-                    "DELETE FROM relations WHERE from_name = ? AND to_name = ? AND relation_type = ? "
-                    "RETURNING id",
+                    "DELETE FROM relations "
+                    "WHERE from_name = ? AND to_name = ? AND relation_type = ? RETURNING id",
                     (r.from_, r.to, r.relationType),
                 ).get
                 count += gone is not None
         return count
 
+    def import_batch(
+        self, entities: Sequence[Entity], relations: Sequence[Relation]
+    ) -> ImportCounts:
+        """Merge a batch into the graph in one transaction; re-importing changes nothing.
+
+        A new entity is created; an existing one keeps its type and gains the observations
+        it lacks. Relations already present are skipped.
+        """
+        counts = ImportCounts()
+        now = _now_us()
+        with self._write() as db:
+            for entity in entities:
+                entity_id = db.execute(
+                    "INSERT INTO entities(name, entity_type, updated_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT(name) DO NOTHING RETURNING id",
+                    (entity.name, entity.entityType, now),
+                ).get
+                if entity_id is None:
+                    counts.entities_skipped += 1
+                    entity_id = db.execute(
+                        "SELECT id FROM entities WHERE name = ?", (entity.name,)
+                    ).get
+                else:
+                    counts.entities_added += 1
+                added = len(_insert_observations(db, entity_id, entity.observations))
+                counts.observations_added += added
+                counts.observations_skipped += len(entity.observations) - added
+            for r in relations:
+                new = db.execute(
+                    "INSERT INTO relations(from_name, to_name, relation_type) VALUES (?, ?, ?) "
+                    "ON CONFLICT DO NOTHING RETURNING id",
+                    (r.from_, r.to, r.relationType),
+                ).get
+                if new is None:
+                    counts.relations_skipped += 1
+                else:
+                    counts.relations_added += 1
+            self._remember_words(
+                db, (t for e in entities for t in (e.name, e.entityType, *e.observations))
+            )
+        return counts
+
     # ---- reads ---------------------------------------------------------------------------
+
+    def iter_graph(self, batch: int = 1000) -> Iterator[Entity | Relation]:
+        """Every entity, then every relation, in creation order, from one snapshot.
+
+        Streams in batches (constant memory on any size) for export. Holds a read snapshot
+        until exhausted, so consume it promptly: a pinned snapshot stops WAL checkpoints.
+        """
+        with self._read() as db:
+            last = 0
+            while True:
+                ids = [
+                    row_id
+                    for (row_id,) in db.execute(
+                        "SELECT id FROM entities WHERE id > ? ORDER BY id LIMIT ?", (last, batch)
+                    )
+                ]
+                if not ids:
+                    break
+                yield from self._entities(db, ids)
+                last = ids[-1]
+            for f, t, rt in db.execute(
+                "SELECT from_name, to_name, relation_type FROM relations ORDER BY id"
+            ):
+                yield Relation.model_construct(from_=f, to=t, relationType=rt)
 
     def read_graph(self) -> KnowledgeGraph:
         """The whole graph: entities and relations in creation order."""
@@ -524,13 +590,15 @@ class Store:
             "WHERE ? IS NULL OR e.entity_type = ? COLLATE NOCASE "
             "ORDER BY p.words DESC, p.score, p.entity_id DESC LIMIT ?"
         )
-        rows = db.execute(sql, (*params, entity_type, entity_type, limit)).fetchall()
+        rows: list[tuple[int, int, int, int]] = db.execute(  # type: ignore[assignment]
+            sql, (*params, entity_type, entity_type, limit)
+        ).fetchall()
         if not rows:
             return [], 0
         best = rows[0][1]
         if best == len(words):  # some entities have every word: they are the answer
-            return [r[0] for r in rows if r[1] == best], int(rows[0][2])
-        return [r[0] for r in rows], int(rows[0][3])
+            return [r[0] for r in rows if r[1] == best], rows[0][2]
+        return [r[0] for r in rows], rows[0][3]
 
     def _words_containing(self, db: apsw.Connection, word: str) -> list[str]:
         """Indexed words containing ``word`` past its first letter (word starts use ``word*``)."""
@@ -549,12 +617,14 @@ class Store:
 
     def _entities(self, db: apsw.Connection, ids: Sequence[int] | None) -> list[Entity]:
         """Entities by id (all when ``ids`` is None) in creation order, observations in order."""
-        if ids is None:
-            where, params = "", ()
-        else:
-            where, params = "WHERE {col} IN (SELECT value FROM json_each(?))", (json.dumps(list(ids)),)
-        rows = db.execute(
-            f"SELECT id, name, entity_type FROM entities {where.format(col='id')} ORDER BY id", params
+        params: tuple[str, ...]
+        where, params = "", ()
+        if ids is not None:
+            where = "WHERE {col} IN (SELECT value FROM json_each(?))"
+            params = (json.dumps(list(ids)),)
+        rows: list[tuple[int, str, str]] = db.execute(  # type: ignore[assignment]
+            f"SELECT id, name, entity_type FROM entities {where.format(col='id')} ORDER BY id",
+            params,
         ).fetchall()
         observations: dict[int, list[str]] = {row[0]: [] for row in rows}
         for entity_id, content in db.execute(
@@ -580,3 +650,65 @@ class Store:
                 (names,),
             )
         ]
+
+    # ---- upkeep --------------------------------------------------------------------------
+
+    def check(self) -> HealthReport:
+        """Run SQLite's ``integrity_check`` and the FTS5 ``integrity-check`` of every index."""
+        with self._read() as db:
+            problems = [row[0] for row in db.execute("PRAGMA integrity_check(20)")]
+            counts = db.execute(
+                "SELECT (SELECT count(*) FROM entities), (SELECT count(*) FROM observations), "
+                "(SELECT count(*) FROM relations)"
+            ).get
+        fts_errors = []
+        with self._write() as db:  # the FTS5 check is an INSERT command: it needs a write txn
+            for table in _FTS_TABLES:
+                try:
+                    db.execute(f"INSERT INTO {table}({table}, rank) VALUES ('integrity-check', 1)")
+                except apsw.Error as exc:
+                    fts_errors.append(f"{table}: {exc}")
+        sqlite_integrity = "ok" if problems == ["ok"] else "; ".join(problems)
+        fts_integrity = "ok" if not fts_errors else "; ".join(fts_errors)
+        return HealthReport(
+            ok=sqlite_integrity == "ok" and fts_integrity == "ok",
+            sqlite_integrity=sqlite_integrity,
+            fts_integrity=fts_integrity,
+            entities=counts[0],
+            observations=counts[1],
+            relations=counts[2],
+        )
+
+    def stats(self) -> StoreStats:
+        """Counts, schema version and file sizes."""
+        with self._read() as db:
+            counts = db.execute(
+                "SELECT (SELECT count(*) FROM entities), (SELECT count(*) FROM observations), "
+                "(SELECT count(*) FROM relations), "
+                "(SELECT count(DISTINCT entity_type) FROM entities)"
+            ).get
+            version = db.pragma("user_version")
+        wal = Path(f"{self.path}-wal")
+        return StoreStats(
+            path=str(self.path),
+            schema_version=version,
+            entities=counts[0],
+            observations=counts[1],
+            relations=counts[2],
+            entity_types=counts[3],
+            db_bytes=self.path.stat().st_size,
+            wal_bytes=wal.stat().st_size if wal.exists() else 0,
+        )
+
+    def optimize(self, vacuum: bool = False) -> None:
+        """Merge FTS5 index segments, truncate the WAL and optionally VACUUM the file."""
+        with self._write() as db:
+            for table in _FTS_TABLES:
+                db.execute(f"INSERT INTO {table}({table}) VALUES ('optimize')")
+        with self._lock:
+            if vacuum:
+                self._conn.execute("VACUUM")
+            self._conn.pragma("wal_checkpoint(TRUNCATE)")
+
+
+_FTS_TABLES = ("entities_fts", "observations_fts", "search_terms_trigram")
