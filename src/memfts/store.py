@@ -1,10 +1,8 @@
-"""The knowledge-graph store: one SQLite file, one APSW connection per process.
+"""The knowledge-graph store: one method per operation, each one transaction.
 
-Every public method is one transaction. Writes start with ``BEGIN IMMEDIATE`` so that
-several processes sharing the file queue on the write lock instead of failing with
-SQLITE_BUSY mid-transaction; reads run in a snapshot and never block writers (WAL).
-The connection is used by one thread at a time (``self._lock``): MCP runs sync tools in
-worker threads, and an APSW connection is not a unit of isolation between threads.
+The official memory server's semantics (names unique, observations ordered and unique per
+entity, relations by name) on top of :mod:`memfts.database`; queries sit beside the one
+method that runs them.
 """
 
 from __future__ import annotations
@@ -12,24 +10,19 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
-import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import apsw
 
 from memfts import search
+from memfts.database import Database
 from memfts.errors import (
     DatabaseOpenError,
     EntityNotFoundError,
     InputTooLargeError,
-    MemftsError,
-    StoreBusyError,
 )
 from memfts.models import (
     AddedObservations,
@@ -45,31 +38,6 @@ from memfts.models import (
 )
 
 log = logging.getLogger(__name__)
-
-_SQL_FILE = re.compile(r"^(\d{3})_[\w-]+\.sql$")
-
-
-def sql_dir() -> Path:
-    """Where the numbered schema files are: in the installed package, else the repo's ``sql/``."""
-    packaged = Path(str(resources.files("memfts"))) / "sql"
-    if packaged.is_dir():
-        return packaged
-    return Path(__file__).resolve().parents[2] / "sql"
-
-
-def migrations(directory: Path | None = None) -> list[tuple[int, Path]]:
-    """The schema files as ``(version, path)``, in the order they must be applied."""
-    directory = directory or sql_dir()
-    found = []
-    for path in directory.iterdir():
-        match = _SQL_FILE.match(path.name)
-        if match:
-            found.append((int(match.group(1)), path))
-    found.sort()
-    versions = [v for v, _ in found]
-    if versions != list(range(1, len(found) + 1)):
-        raise RuntimeError(f"schema files in {directory} must be numbered 001, 002... with no gap")
-    return found
 
 
 @dataclass(frozen=True)
@@ -119,135 +87,22 @@ def _insert_observations(db: apsw.Connection, entity_id: int, contents: Iterable
 
 
 class Store:
-    """The memory graph in one SQLite file. Safe to share between processes."""
+    """The memory graph in one SQLite file. Safe to share between processes.
+
+    Every public method is one transaction (see :class:`~memfts.database.Database`).
+    """
 
     def __init__(self, path: str | os.PathLike[str], limits: Limits | None = None) -> None:
         self.path = Path(path)
         self.limits = limits or Limits()
-        self._lock = threading.Lock()
-        self._conn = self._connect()
-        try:
-            self._migrate()
-        except BaseException:
-            self._conn.close()
-            raise
-        self._query_words = search.make_tokenizer(self._conn, query=True)
-        self._document_words = search.make_tokenizer(self._conn, query=False)
-
-    # ---- connection and transactions -------------------------------------------------
-
-    def _connect(self) -> apsw.Connection:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise DatabaseOpenError(
-                f"cannot create the folder for the database {self.path}: {exc.strerror}"
-            ) from None
-        try:
-            conn = apsw.Connection(str(self.path))
-        except apsw.CantOpenError:
-            raise DatabaseOpenError(
-                f"cannot open the database {self.path}: check that the folder is writable"
-            ) from None
-        try:
-            conn.set_busy_timeout(5_000)
-            mode = conn.pragma("journal_mode", "wal")
-            if mode != "wal":
-                raise DatabaseOpenError(f"{self.path}: could not switch to WAL mode (got {mode})")
-            # NORMAL: in WAL a commit survives any process crash; only an OS crash or power
-            # loss may roll back the last few commits, and each commit costs no fsync.
-            conn.pragma("synchronous", "NORMAL")
-            conn.pragma("foreign_keys", "ON")
-            conn.pragma("journal_size_limit", 4 * 1024 * 1024)
-        except apsw.NotADBError:
-            conn.close()
-            raise DatabaseOpenError(
-                f"{self.path} is not a SQLite database: point --db or MEMORY_DB_PATH elsewhere"
-            ) from None
-        except apsw.CorruptError:
-            conn.close()
-            raise DatabaseOpenError(
-                f"{self.path} is corrupt: restore a backup, or try the sqlite3 shell's .recover"
-            ) from None
-        except (apsw.ReadOnlyError, apsw.CantOpenError):
-            conn.close()
-            raise DatabaseOpenError(
-                f"cannot write the database {self.path}: check file and folder permissions"
-            ) from None
-        except MemftsError:
-            conn.close()
-            raise
-        return conn
-
-    def _migrate(self) -> None:
-        """Bring the schema up to date, one numbered file per transaction."""
-        files = migrations()
-        newest = files[-1][0] if files else 0
-        for version, path in files:
-            with self._write() as db:
-                current = db.pragma("user_version")
-                if current > newest:
-                    raise DatabaseOpenError(
-                        f"{self.path} has schema version {current}, newer than this memfts "
-                        f"understands ({newest}); upgrade memfts (the file was not changed)"
-                    )
-                if current >= version:
-                    continue
-                if current != version - 1:
-                    raise DatabaseOpenError(f"{self.path}: unexpected schema version {current}")
-                db.execute(path.read_text(encoding="utf-8"))
-                db.pragma("user_version", version)
-                log.info("applied schema %s to %s", path.name, self.path)
-
-    @contextmanager
-    def _write(self) -> Iterator[apsw.Connection]:
-        """One write transaction, taken with ``BEGIN IMMEDIATE`` and retried while busy."""
-        with self._lock:
-            self._begin("BEGIN IMMEDIATE")
-            yield from self._finish()
-
-    @contextmanager
-    def _read(self) -> Iterator[apsw.Connection]:
-        """One read snapshot: consistent across its queries, never blocks writers."""
-        with self._lock:
-            self._begin("BEGIN")
-            yield from self._finish()
-
-    def _begin(self, statement: str) -> None:
-        deadline = time.monotonic() + self.limits.busy_timeout_s
-        delay = 0.005
-        while True:
-            try:
-                self._conn.execute(statement)
-                return
-            except apsw.BusyError:
-                # The 5 s busy handler already waited; keep trying up to the configured bound.
-                if time.monotonic() >= deadline:
-                    raise StoreBusyError(
-                        f"the memory store {self.path} stayed locked by other processes for "
-                        f"{self.limits.busy_timeout_s:g} s; nothing was written, try again"
-                    ) from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.25)
-
-    def _finish(self) -> Iterator[apsw.Connection]:
-        try:
-            yield self._conn
-        except BaseException:
-            if not self._conn.get_autocommit():
-                self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+        self._db = Database(self.path, busy_timeout_s=self.limits.busy_timeout_s)
+        self._write = self._db.write
+        self._read = self._db.read
+        self._query_words = search.make_tokenizer(self._db.conn, query=True)
+        self._document_words = search.make_tokenizer(self._db.conn, query=False)
 
     def close(self) -> None:
-        """Close the connection, folding the WAL back into the database if no one else reads it."""
-        with self._lock:
-            try:
-                self._conn.set_busy_timeout(0)
-                self._conn.pragma("wal_checkpoint(PASSIVE)")
-            except apsw.Error as exc:  # a busy checkpoint is fine: the next closer does it
-                log.debug("checkpoint on close skipped: %s", exc)
-            self._conn.close()
+        self._db.close()
 
     # ---- checks on input size ------------------------------------------------------------
 
@@ -705,10 +560,9 @@ class Store:
         with self._write() as db:
             for table in _FTS_TABLES:
                 db.execute(f"INSERT INTO {table}({table}) VALUES ('optimize')")
-        with self._lock:
-            if vacuum:
-                self._conn.execute("VACUUM")
-            self._conn.pragma("wal_checkpoint(TRUNCATE)")
+        if vacuum:
+            self._db.vacuum()
+        self._db.checkpoint("TRUNCATE")
 
 
 _FTS_TABLES = ("entities_fts", "observations_fts", "search_terms_trigram")
