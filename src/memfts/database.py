@@ -7,27 +7,53 @@ read-then-write transaction fails at once, whatever the busy timeout); reads run
 snapshot and never block writers. One connection per process, used by one thread at a time
 (``self._lock``): MCP runs sync tools in worker threads, and an APSW connection is not a unit
 of isolation between threads.
+
+Where SQLite can still say "database is locked" — taking the write lock, starting a read
+snapshot (during another process's WAL recovery or restart), and ``COMMIT`` — the busy
+handler waits, and past it a bounded retry with backoff keeps trying until
+``busy_timeout_s``; only then does a call fail, with :class:`StoreBusyError`. Every other
+SQLite failure inside a transaction is rolled back and turned into an actionable
+:class:`MemftsError` (disk full, read-only, I/O error, damaged file) by :func:`storage_error`.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
+from typing import TypeVar
 
 import apsw
 
-from memfts.errors import DatabaseOpenError, MemftsError, StoreBusyError
+from memfts.errors import (
+    DatabaseCorruptError,
+    DatabaseOpenError,
+    DiskFullError,
+    InputTooLargeError,
+    MemftsError,
+    ReadOnlyStoreError,
+    StorageError,
+    StoreBusyError,
+)
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 BUSY_HANDLER_MS = 5_000
-"""SQLite's own wait for a lock, per attempt; :meth:`Database._begin` retries past it."""
+"""SQLite's own wait for a lock, per attempt; :meth:`Database._retry` retries past it."""
+
+JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024
+"""Bytes the WAL is truncated to after a checkpoint resets it (it is reused, not regrown)."""
+
+WAL_AUTOCHECKPOINT_PAGES = 1000
+"""A commit that leaves the WAL longer than this (4 MB of pages) checkpoints it passively."""
 
 _SQL_FILE = re.compile(r"^(\d{3})_[\w-]+\.sql$")
 
@@ -54,6 +80,75 @@ def migrations(directory: Path | None = None) -> list[tuple[int, Path]]:
     return found
 
 
+def storage_error(exc: apsw.Error, path: Path) -> MemftsError | None:
+    """The actionable error for an SQLite failure, or None if it can only be a bug.
+
+    Callers have rolled back first, so every message may promise that nothing was written.
+    """
+    code = apsw.mapping_extended_result_codes.get(getattr(exc, "extendedresult", 0), "")
+    detail = f"{exc} ({code})" if code else str(exc)
+    if isinstance(exc, apsw.BusyError):
+        return StoreBusyError(
+            f"the memory store {path} is busy: another process holds its lock ({detail}); "
+            "nothing was written, try again"
+        )
+    if isinstance(exc, apsw.FullError):
+        return DiskFullError(
+            f"no room to write {path}: the disk is full or the file hit a size limit "
+            f"({detail}); nothing was written. Free some disk space and retry"
+        )
+    if isinstance(exc, apsw.ReadOnlyError):
+        return ReadOnlyStoreError(
+            f"cannot write {path}: the file, its folder or its disk is read-only ({detail}); "
+            "nothing was written. Fix the permissions or point MEMORY_DB_PATH at a writable file"
+        )
+    if isinstance(exc, apsw.IOError):
+        return StorageError(
+            f"disk I/O error on {path} ({detail}); nothing was written. Check that the disk "
+            "is present, not full and healthy, then retry"
+        )
+    if isinstance(exc, apsw.CorruptError):
+        return DatabaseCorruptError(
+            f"{path} is damaged ({detail}); nothing was written. Stop memfts, keep a copy of "
+            "the file, run `memfts check`, then restore a backup or use the sqlite3 shell's "
+            ".recover"
+        )
+    if isinstance(exc, apsw.NotADBError):
+        return DatabaseOpenError(
+            f"{path} is not a SQLite database (the file was not changed): point --db or "
+            "MEMORY_DB_PATH at a memfts database, or at a new file name"
+        )
+    if isinstance(exc, apsw.CantOpenError):
+        return DatabaseOpenError(
+            f"cannot open the database {path} ({detail}): check that the path is a file in a "
+            "folder you can write"
+        )
+    if isinstance(exc, apsw.TooBigError):
+        return InputTooLargeError(
+            f"a value is too large for SQLite ({detail}); nothing was written"
+        )
+    return None
+
+
+def _check_folder(path: Path) -> None:
+    """Create the database's folder, or say in one line why it cannot exist."""
+    if path.is_dir():
+        raise DatabaseOpenError(f"{path} is a folder: give the path of a database file")
+    for ancestor in path.parents:
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise DatabaseOpenError(
+                    f"cannot put the database at {path}: {ancestor} is a file, not a folder"
+                )
+            break
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatabaseOpenError(
+            f"cannot create the folder {path.parent} for the database: {exc.strerror}"
+        ) from None
+
+
 class Database:
     """One APSW connection to a memfts file, with its schema brought up to date."""
 
@@ -69,47 +164,43 @@ class Database:
             raise
 
     def _connect(self) -> apsw.Connection:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise DatabaseOpenError(
-                f"cannot create the folder for the database {self.path}: {exc.strerror}"
-            ) from None
+        _check_folder(self.path)
         try:
             conn = apsw.Connection(str(self.path))
-        except apsw.CantOpenError:
-            raise DatabaseOpenError(
-                f"cannot open the database {self.path}: check that the folder is writable"
-            ) from None
+        except apsw.Error as exc:
+            raise self._open_error(exc) from None
+        self.conn = conn
         try:
-            conn.set_busy_timeout(BUSY_HANDLER_MS)
-            mode = conn.pragma("journal_mode", "wal")
+            conn.set_busy_timeout(int(min(BUSY_HANDLER_MS, self.busy_timeout_s * 1000)))
+            # Changing the journal mode needs a moment alone with the file: retried like a write.
+            mode = self._retry(lambda: conn.pragma("journal_mode", "wal"))
             if mode != "wal":
-                raise DatabaseOpenError(f"{self.path}: could not switch to WAL mode (got {mode})")
+                raise DatabaseOpenError(
+                    f"{self.path}: could not switch to WAL mode (got {mode!r}); the file or its "
+                    "folder may be read-only, or on a file system without shared memory"
+                )
             # NORMAL: in WAL a commit survives any process crash; only an OS crash or power
             # loss may roll back the last few commits, and each commit costs no fsync.
+            # See bench/STRESS.md for the measured difference and when to choose FULL.
             conn.pragma("synchronous", "NORMAL")
             conn.pragma("foreign_keys", "ON")
-            conn.pragma("journal_size_limit", 4 * 1024 * 1024)
-        except apsw.NotADBError:
+            conn.pragma("journal_size_limit", JOURNAL_SIZE_LIMIT)
+            conn.pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
+        except apsw.Error as exc:
             conn.close()
-            raise DatabaseOpenError(
-                f"{self.path} is not a SQLite database: point --db or MEMORY_DB_PATH elsewhere"
-            ) from None
-        except apsw.CorruptError:
-            conn.close()
-            raise DatabaseOpenError(
-                f"{self.path} is corrupt: restore a backup, or try the sqlite3 shell's .recover"
-            ) from None
-        except (apsw.ReadOnlyError, apsw.CantOpenError):
-            conn.close()
-            raise DatabaseOpenError(
-                f"cannot write the database {self.path}: check file and folder permissions"
-            ) from None
-        except MemftsError:
+            raise self._open_error(exc) from None
+        except BaseException:
             conn.close()
             raise
         return conn
+
+    def _open_error(self, exc: apsw.Error) -> MemftsError:
+        error = storage_error(exc, self.path)
+        if error is None or isinstance(error, StoreBusyError | StorageError):
+            # At start-up every failure is "cannot open"; keep SQLite's words for the reason.
+            message = str(error) if error is not None else f"{exc}"
+            return DatabaseOpenError(f"cannot open the database: {message}")
+        return error
 
     def _migrate(self) -> None:
         """Bring the schema up to date, one numbered file per transaction."""
@@ -135,54 +226,127 @@ class Database:
     def write(self) -> Iterator[apsw.Connection]:
         """One write transaction, taken with ``BEGIN IMMEDIATE`` and retried while busy."""
         with self._lock:
-            self._begin("BEGIN IMMEDIATE")
+            self._retry(lambda: self.conn.execute("BEGIN IMMEDIATE"))
             yield from self._finish()
 
     @contextmanager
     def read(self) -> Iterator[apsw.Connection]:
-        """One read snapshot: consistent across its queries, never blocks writers."""
+        """One read snapshot: consistent across its queries, never blocks writers.
+
+        The snapshot is taken here (by a first read), not lazily by the caller's first query,
+        so that a busy reply while it is taken is retried like any other.
+        """
         with self._lock:
-            self._begin("BEGIN")
+            self._retry(self._begin_read)
             yield from self._finish()
 
-    def _begin(self, statement: str) -> None:
+    def _begin_read(self) -> None:
+        self.conn.execute("BEGIN; SELECT 1 FROM sqlite_schema LIMIT 1")
+
+    def _retry(self, action: Callable[[], T]) -> T:
+        """Run ``action`` until SQLite stops answering busy, for at most ``busy_timeout_s``.
+
+        The busy handler has already waited inside each attempt; a failed attempt leaves no
+        transaction open, so the next one starts clean.
+        """
         deadline = time.monotonic() + self.busy_timeout_s
-        delay = 0.005
+        delay = 0.002
         while True:
             try:
-                self.conn.execute(statement)
-                return
+                return action()
             except apsw.BusyError:
-                # The busy handler already waited; keep trying up to the configured bound.
+                self._rollback()
                 if time.monotonic() >= deadline:
                     raise StoreBusyError(
                         f"the memory store {self.path} stayed locked by other processes for "
-                        f"{self.busy_timeout_s:g} s; nothing was written, try again"
+                        f"{self.busy_timeout_s:g} s (MEMFTS_BUSY_TIMEOUT_S); nothing was "
+                        "written, try again"
                     ) from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.25)
+                # jitter: processes that collided once should not collide again in lockstep
+                time.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, 0.1)
+            except apsw.Error as exc:
+                self._rollback()
+                error = storage_error(exc, self.path)
+                if error is None:
+                    raise
+                raise error from exc
 
     def _finish(self) -> Iterator[apsw.Connection]:
+        """Hand the open transaction to the caller, then commit it or roll it back."""
         try:
             yield self.conn
+        except apsw.Error as exc:
+            self._rollback()
+            error = storage_error(exc, self.path)
+            if error is None:
+                raise
+            raise error from exc
         except BaseException:
-            if not self.conn.get_autocommit():
-                self.conn.execute("ROLLBACK")
+            self._rollback()
             raise
-        self.conn.execute("COMMIT")
+        self._retry(self._commit)
 
-    def checkpoint(self, mode: str = "PASSIVE") -> None:
-        """Copy the WAL back into the database file (``TRUNCATE`` also empties the WAL)."""
+    def _commit(self) -> None:
+        if self.conn.get_autocommit():
+            # SQLite rolled the transaction back by itself after a failed COMMIT (full disk,
+            # I/O error): report that, never pretend the data is stored.
+            raise StorageError(
+                f"the write to {self.path} was rolled back by SQLite; nothing was written, "
+                "try again"
+            )
+        try:
+            self.conn.execute("COMMIT")
+        except apsw.BusyError:
+            if self.conn.get_autocommit():
+                raise StoreBusyError(
+                    f"the memory store {self.path} was busy at commit and the write was rolled "
+                    "back; nothing was written, try again"
+                ) from None
+            raise  # still open: _retry tries the COMMIT again
+
+    def _rollback(self) -> None:
+        """End the open transaction, if any, without hiding the error that ended it."""
+        if self.conn.get_autocommit():
+            return
+        try:
+            self.conn.execute("ROLLBACK")
+        except apsw.Error as exc:
+            log.warning("rollback of %s failed: %s", self.path, exc)
+
+    def checkpoint(self, mode: str = "PASSIVE") -> tuple[int, int, int]:
+        """Copy the WAL back into the database file (``TRUNCATE`` also empties the WAL).
+
+        Returns SQLite's ``(busy, wal_frames, checkpointed_frames)``.
+        """
         with self._lock:
-            self.conn.pragma(f"wal_checkpoint({mode})")
+            try:
+                row = self.conn.execute(f"PRAGMA wal_checkpoint({mode})").get
+            except apsw.Error as exc:
+                error = storage_error(exc, self.path)
+                if error is None:
+                    raise
+                raise error from exc
+            busy, frames, done = row
+            return int(busy), int(frames), int(done)
 
     def vacuum(self) -> None:
         """Rewrite the file without free pages."""
         with self._lock:
-            self.conn.execute("VACUUM")
+            try:
+                self._retry(lambda: self.conn.execute("VACUUM"))
+            except apsw.Error as exc:
+                error = storage_error(exc, self.path)
+                if error is None:
+                    raise
+                raise error from exc
 
     def close(self) -> None:
-        """Close the connection, folding the WAL back into the database if no one else reads it."""
+        """Close the connection, folding the WAL back into the database if no one else reads it.
+
+        The last connection to close also deletes the WAL; if other processes still have the
+        file open, a passive checkpoint copies what it can without waiting for them.
+        """
         with self._lock:
             try:
                 self.conn.set_busy_timeout(0)

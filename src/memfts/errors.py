@@ -25,3 +25,22 @@ class StoreBusyError(MemftsError):
 
 class DatabaseOpenError(MemftsError):
     """The database file cannot be opened or used as a memfts store."""
+
+
+class StorageError(MemftsError):
+    """The file system or the file failed under a call (disk full, I/O error, damage...).
+
+    The transaction was rolled back: the call stored nothing.
+    """
+
+
+class DiskFullError(StorageError):
+    """The disk (or a size limit on the file) has no room for the write."""
+
+
+class ReadOnlyStoreError(StorageError):
+    """The database file, its folder or its file system cannot be written."""
+
+
+class DatabaseCorruptError(StorageError):
+    """SQLite found the file damaged; memfts stops writing to it."""
