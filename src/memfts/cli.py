@@ -1,16 +1,26 @@
-"""The ``memfts`` command: a thin shell over :mod:`memfts.store` and :mod:`memfts.server`."""
+"""The ``memfts`` command: a thin shell over :mod:`memfts.store` and :mod:`memfts.server`.
+
+Output is for people in a terminal (colour unless ``NO_COLOR`` is set or the output is not a
+terminal) and ``--json`` is for scripts. A :class:`MemftsError` is one line on stderr and
+exit status 1, never a traceback.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Any
 
 import click
 
 from memfts import __version__
-from memfts.errors import MemftsError
+from memfts.errors import DatabaseOpenError, MemftsError
 
 DB_ENV = "MEMORY_DB_PATH"
 
@@ -33,22 +43,95 @@ def resolve_db_path(option: str | None) -> Path:
     return Path(raw).expanduser().absolute()
 
 
-db_option = click.option(
-    "--db",
-    "db",
-    metavar="PATH",
-    help=f"Database file (default: ${DB_ENV}, else {default_db_path()}).",
-)
+# ---- output helpers ------------------------------------------------------------------------
 
 
-@click.group(invoke_without_command=True)
+def _color() -> bool | None:
+    """False when NO_COLOR is set (https://no-color.org); else click decides (terminals only)."""
+    return False if os.environ.get("NO_COLOR") else None
+
+
+def _out(message: str = "", *, err: bool = False, nl: bool = True) -> None:
+    click.echo(message, err=err, nl=nl, color=_color())
+
+
+def _style(text: str, **styles: Any) -> str:
+    return click.style(text, **styles)
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _json_out(data: Any) -> None:
+    _out(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+# ---- the command group ---------------------------------------------------------------------
+
+
+class _Group(click.Group):
+    """Turns failures memfts expects into one-line errors instead of tracebacks."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        import apsw
+
+        try:
+            return super().invoke(ctx)
+        except MemftsError as exc:
+            raise click.ClickException(str(exc)) from None
+        except apsw.Error as exc:  # a damaged file surfacing mid-command
+            raise click.ClickException(f"database error: {exc}") from None
+
+
+def db_option(fn: Any) -> Any:
+    return click.option(
+        "--db",
+        "db",
+        metavar="PATH",
+        help=f"Database file (default: ${DB_ENV}, else {default_db_path()}).",
+    )(fn)
+
+
+def _db(db: str | None) -> Path:
+    """The subcommand's ``--db``, else the group's ``--db``, else the usual resolution."""
+    ctx = click.get_current_context()
+    group_db = ctx.find_root().params.get("db")
+    return resolve_db_path(db or group_db)
+
+
+@contextmanager
+def _open_store(db: str | None, *, create: bool = False) -> Iterator[Any]:
+    """Open the store; commands that only read refuse to create a missing database."""
+    from memfts.store import Limits, Store
+
+    path = _db(db)
+    if not create and not path.exists():
+        raise DatabaseOpenError(
+            f"no database at {path} (set --db or ${DB_ENV}; `memfts import` or a first "
+            "`memfts serve` creates it)"
+        )
+    store = Store(path, Limits.from_env())
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@click.group(cls=_Group, invoke_without_command=True)
 @db_option
 @click.version_option(__version__, prog_name="memfts")
 @click.pass_context
 def main(ctx: click.Context, db: str | None) -> None:
-    """memfts: knowledge-graph memory for AI agents, over MCP.
+    """memfts: knowledge-graph memory for AI agents, over MCP, in one SQLite file.
 
-    With no command, serves MCP over stdio (same as `memfts serve`).
+    With no command, serves MCP over stdio (same as `memfts serve`): that is what MCP
+    clients launch.
     """
     logging.basicConfig(
         stream=sys.stderr, level=logging.WARNING, format="memfts: %(levelname)s %(message)s"
@@ -57,18 +140,320 @@ def main(ctx: click.Context, db: str | None) -> None:
         ctx.invoke(serve, db=db)
 
 
+# ---- serve ---------------------------------------------------------------------------------
+
+
 @main.command()
 @db_option
-def serve(db: str | None) -> None:
-    """Serve the memory over MCP on stdio (what MCP clients launch)."""
-    from memfts.server import build_server
-    from memfts.store import Limits, Store
+@click.option("--http", is_flag=True, help="Serve Streamable HTTP instead of stdio.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on (with --http). Any non-loopback address needs a token.",
+)
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File holding the bearer token clients must send (else $MEMFTS_TOKEN).",
+)
+@click.option(
+    "--allow-host",
+    "allow_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Extra Host header value clients may use (a DNS name or proxy name); repeatable.",
+)
+def serve(
+    db: str | None,
+    http: bool,
+    host: str,
+    port: int,
+    token_file: Path | None,
+    allow_hosts: tuple[str, ...],
+) -> None:
+    """Serve the memory over MCP: stdio (what MCP clients launch) or --http for a team.
 
-    try:
-        store = Store(resolve_db_path(db), Limits.from_env())
-    except MemftsError as exc:
-        raise click.ClickException(str(exc)) from None
-    try:
+    Over HTTP, every request must carry `Authorization: Bearer TOKEN` when a token is set
+    ($MEMFTS_TOKEN or --token-file); a token is required to listen on anything but loopback.
+    """
+    from memfts.server import build_server
+
+    if http:
+        from memfts import http as http_transport
+
+        token = http_transport.load_token(token_file)
+        http_transport.check_exposure(host, token)  # before opening anything
+        with _open_store(db, create=True) as store:
+            _out(
+                f"memfts: serving {store.path} at http://{http_transport.url_host(host)}:{port}"
+                f"/mcp ({'bearer token required' if token else 'no token: loopback only'})",
+                err=True,
+            )
+            http_transport.serve(store, host=host, port=port, token=token, extra_hosts=allow_hosts)
+        return
+    with _open_store(db, create=True) as store:
         build_server(store).run()
-    finally:
-        store.close()
+
+
+# ---- reading the memory --------------------------------------------------------------------
+
+
+def _entity_block(
+    entity: Any, *, index: int | None, max_observations: int | None, width: int
+) -> list[str]:
+    head = f"{index}. " if index is not None else ""
+    lines = [f"{head}{_style(entity.name, bold=True)}  {_style(entity.entityType, fg='cyan')}"]
+    indent = " " * len(head) + "  "
+    shown = (
+        entity.observations if max_observations is None else entity.observations[:max_observations]
+    )
+    for text in shown:
+        one_line = " ".join(text.split())
+        room = max(width - len(indent) - 2, 20)
+        if max_observations is not None and len(one_line) > room:
+            one_line = one_line[: room - 1] + "…"
+        lines.append(f"{indent}- {one_line}")
+    hidden = len(entity.observations) - len(shown)
+    if hidden:
+        lines.append(_style(f"{indent}… {hidden} more observation{'s' * (hidden > 1)}", dim=True))
+    return lines
+
+
+@main.command()
+@db_option
+@click.argument("query", nargs=-1, required=True)
+@click.option(
+    "--limit", default=10, show_default=True, type=click.IntRange(1), help="Most results."
+)
+@click.option("--type", "entity_type", metavar="TYPE", help="Only entities of this type.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (for scripts).")
+def search(
+    db: str | None, query: tuple[str, ...], limit: int, entity_type: str | None, as_json: bool
+) -> None:
+    """Ranked full-text search, best match first (the search_nodes tool)."""
+    with _open_store(db) as store:
+        result = store.search_nodes(" ".join(query), limit, entity_type)
+    if as_json:
+        _json_out(result.model_dump(mode="json", by_alias=True))
+        return
+    if not result.entities:
+        _out("no matches", err=True)
+        return
+    width = shutil.get_terminal_size().columns
+    for i, entity in enumerate(result.entities, start=1):
+        _out("\n".join(_entity_block(entity, index=i, max_observations=3, width=width)))
+    if result.total > len(result.entities):
+        _out(
+            _style(f"{len(result.entities)} of {result.total} matches (--limit for more)", dim=True)
+        )
+
+
+@main.command()
+@db_option
+@click.argument("names", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (for scripts).")
+def show(db: str | None, names: tuple[str, ...], as_json: bool) -> None:
+    """Show entities by exact name, with all observations and relations (open_nodes).
+
+    Exit status 1 if any name is not found.
+    """
+    with _open_store(db) as store:
+        graph = store.open_nodes(list(names))
+    found = {e.name for e in graph.entities}
+    missing = [n for n in names if n not in found]
+    if as_json:
+        _json_out(graph.model_dump(mode="json", by_alias=True))
+    else:
+        width = shutil.get_terminal_size().columns
+        for entity in graph.entities:
+            _out("\n".join(_entity_block(entity, index=None, max_observations=None, width=width)))
+            for r in graph.relations:
+                if r.from_ == entity.name:
+                    _out(f"  → {r.relationType} {_style(r.to, bold=True)}")
+                elif r.to == entity.name:
+                    _out(f"  ← {_style(r.from_, bold=True)} {r.relationType}")
+            _out()
+    for name in missing:
+        _out(f"not found: {name}", err=True)
+    if missing:
+        sys.exit(1)
+
+
+@main.command()
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def stats(db: str | None, as_json: bool) -> None:
+    """Counts, file sizes, WAL size and schema version."""
+    with _open_store(db) as store:
+        s = store.stats()
+    if as_json:
+        _json_out(s.model_dump(mode="json"))
+        return
+    rows = [
+        ("database", s.path),
+        ("schema version", str(s.schema_version)),
+        ("entities", f"{s.entities:,}"),
+        ("entity types", f"{s.entity_types:,}"),
+        ("observations", f"{s.observations:,}"),
+        ("relations", f"{s.relations:,}"),
+        ("file size", _size(s.db_bytes)),
+        ("WAL size", _size(s.wal_bytes)),
+    ]
+    for label, value in rows:
+        _out(f"{label + ':':<16}{value}")
+
+
+@main.command()
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def check(db: str | None, as_json: bool) -> None:
+    """Run SQLite's integrity_check and the FTS5 integrity-check.
+
+    Exit status 0 if the database is healthy, 1 if not (or if it cannot be opened).
+    """
+    with _open_store(db) as store:
+        report = store.check()
+    if as_json:
+        _json_out(report.model_dump(mode="json"))
+    else:
+        ok, bad = _style("ok", fg="green"), _style("FAILED", fg="red", bold=True)
+        _out(f"sqlite integrity: {ok if report.sqlite_integrity == 'ok' else bad}")
+        if report.sqlite_integrity != "ok":
+            _out(f"  {report.sqlite_integrity}")
+        _out(f"fts5 integrity:   {ok if report.fts_integrity == 'ok' else bad}")
+        if report.fts_integrity != "ok":
+            _out(f"  {report.fts_integrity}")
+        _out(
+            f"{report.entities:,} entities, {report.observations:,} observations, "
+            f"{report.relations:,} relations"
+        )
+        if not report.ok:
+            _out(
+                "the database is damaged: see 'Troubleshooting' in the README "
+                "(memfts export, sqlite3 .recover)",
+                err=True,
+            )
+    sys.exit(0 if report.ok else 1)
+
+
+@main.command()
+@db_option
+@click.option("--vacuum", is_flag=True, help="Also rewrite the file to return free pages to disk.")
+def optimize(db: str | None, vacuum: bool) -> None:
+    """Merge full-text index segments and truncate the WAL (and VACUUM with --vacuum)."""
+    with _open_store(db) as store:
+        before = store.stats()
+        store.optimize(vacuum=vacuum)
+        after = store.stats()
+    _out(
+        f"file {_size(before.db_bytes)} -> {_size(after.db_bytes)}, "
+        f"WAL {_size(before.wal_bytes)} -> {_size(after.wal_bytes)}"
+    )
+
+
+# ---- import / export -----------------------------------------------------------------------
+
+
+def _progress_bars(enabled: bool) -> Any:
+    """A :data:`memfts.transfer.Progress` drawing a bar on stderr when it is a terminal."""
+
+    @contextmanager
+    def progress(label: str, total: int) -> Iterator[Any]:
+        if not enabled:
+            yield lambda n: None
+            return
+        with click.progressbar(
+            length=max(total, 1), label=label, file=sys.stderr, color=_color(), width=30
+        ) as bar:
+            yield bar.update
+
+    return progress
+
+
+@main.command("import")
+@db_option
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Check the whole input first; if any line or row is malformed, import nothing and exit 1.",
+)
+def import_(db: str | None, path: Path, strict: bool) -> None:
+    """Merge a memory file into the database: safe to run again, it adds nothing twice.
+
+    PATH is the official server's memory.jsonl (or legacy memory.json), or a SQLite
+    memory.db from a SQLite fork of it; the format is detected from the content. New
+    entities are created, existing ones gain the observations they lack, and relations
+    already present are skipped. Malformed lines are reported with their line numbers and
+    skipped (exit status 0); with --strict nothing is imported if any is malformed.
+    """
+    from memfts.transfer import Problem, import_file, open_source, validate
+
+    source = open_source(path)  # a wrong or missing file fails before the database is created
+    tty = sys.stderr.isatty()
+    bars = _progress_bars(tty)
+
+    def report(problem: Problem) -> None:
+        prefix = "\r\x1b[K" if tty else ""  # clear the progress bar's line first
+        _out(f"{prefix}{_style('malformed', fg='yellow')} {problem}", err=True)
+
+    if strict:
+        malformed = validate(source, on_problem=report, progress=bars)
+        if malformed:
+            _out(f"--strict: {malformed:,} malformed in {path}; nothing was imported", err=True)
+            sys.exit(1)
+    with _open_store(db, create=True) as store:
+        result = import_file(store, path, strict=strict, on_problem=report, progress=bars)
+        target = store.path
+    if result.aborted:  # the file changed between the check and the import
+        _out(
+            f"--strict: {path} changed while importing; stopped at the first malformed item",
+            err=True,
+        )
+        sys.exit(1)
+    c = result.counts
+    _out(f"imported {path} ({result.format}) into {target}")
+    for label, added, skipped in (
+        ("entities", c.entities_added, c.entities_skipped),
+        ("observations", c.observations_added, c.observations_skipped),
+        ("relations", c.relations_added, c.relations_skipped),
+    ):
+        _out(f"  {label + ':':<14}{added:,} added, {skipped:,} already present")
+    if result.malformed:
+        _out(
+            _style(
+                f"  malformed:    {result.malformed:,} skipped (listed above on stderr)",
+                fg="yellow",
+            )
+        )
+
+
+@main.command()
+@db_option
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True, help="Replace PATH if it exists.")
+def export(db: str | None, path: Path | None, force: bool) -> None:
+    """Write the graph as JSONL the official server loads as-is (stdout without PATH).
+
+    The file is written atomically: to go back, point the official server's
+    MEMORY_FILE_PATH at it.
+    """
+    from memfts.transfer import export_file, write_jsonl
+
+    with _open_store(db) as store:
+        if path is None or str(path) == "-":
+            out: IO[bytes] = sys.stdout.buffer
+            try:
+                write_jsonl(store, out)
+                out.flush()
+            except BrokenPipeError:  # `memfts export | head`: the reader left, not an error
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+            return
+        counts = export_file(store, path, force=force)
+    _out(
+        f"exported {counts.entities:,} entities and {counts.relations:,} relations to {path}",
+        err=True,
+    )
