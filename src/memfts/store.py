@@ -68,6 +68,10 @@ class Limits:
         return cls(**values)  # type: ignore[arg-type]
 
 
+KNOWN_WORDS_CACHE = 200_000
+"""Most words one process remembers as already in ``search_terms`` (about 15 MB)."""
+
+
 def _now_us() -> int:
     return time.time_ns() // 1000
 
@@ -100,6 +104,7 @@ class Store:
         self._read = self._db.read
         self._query_words = search.make_tokenizer(self._db.conn, query=True)
         self._document_words = search.make_tokenizer(self._db.conn, query=False)
+        self._known_words: set[str] = set()
 
     def close(self) -> None:
         self._db.close()
@@ -129,15 +134,26 @@ class Store:
                     f"{self.limits.max_observation_chars} (MEMFTS_MAX_OBSERVATION_CHARS)"
                 )
 
-    def _remember_words(self, db: apsw.Connection, texts: Iterable[str]) -> None:
-        """Record the indexed words of new text, so partial-word search can widen to them."""
+    def _remember_words(self, db: apsw.Connection, texts: Iterable[str]) -> set[str]:
+        """Record the indexed words of new text, so partial-word search can widen to them.
+
+        Returns the words written; pass them to :meth:`_learned` once the transaction commits.
+        """
         words: set[str] = set()
         for text in texts:
             words.update(self._document_words(text))
+        words -= self._known_words
         db.executemany(
             "INSERT INTO search_terms(term) VALUES (?) ON CONFLICT(term) DO NOTHING",
             ((w,) for w in words),
         )
+        return words
+
+    def _learned(self, words: set[str]) -> None:
+        # Words are never removed from search_terms, so a committed word stays known; the cache
+        # only spares lookups, and is bounded so a huge vocabulary cannot grow memory.
+        if len(self._known_words) + len(words) <= KNOWN_WORDS_CACHE:
+            self._known_words |= words
 
     # ---- writes --------------------------------------------------------------------------
 
@@ -164,10 +180,11 @@ class Store:
                     continue
                 observations = _insert_observations(db, entity_id, entity.observations)
                 created.append(entity.model_copy(update={"observations": observations}))
-            self._remember_words(
+            words = self._remember_words(
                 db,
                 (t for e in created for t in (e.name, e.entityType, *e.observations)),
             )
+        self._learned(words)
         return created
 
     def create_relations(self, relations: Sequence[Relation]) -> list[Relation]:
@@ -213,7 +230,8 @@ class Store:
                 if added:
                     db.execute("UPDATE entities SET updated_at = ? WHERE id = ?", (now, entity_id))
                 results.append(AddedObservations(entityName=a.entityName, addedObservations=added))
-            self._remember_words(db, (c for r in results for c in r.addedObservations))
+            words = self._remember_words(db, (c for r in results for c in r.addedObservations))
+        self._learned(words)
         return results
 
     def delete_entities(self, names: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -310,9 +328,10 @@ class Store:
                     counts.relations_skipped += 1
                 else:
                     counts.relations_added += 1
-            self._remember_words(
+            words = self._remember_words(
                 db, (t for e in entities for t in (e.name, e.entityType, *e.observations))
             )
+        self._learned(words)
         return counts
 
     # ---- reads ---------------------------------------------------------------------------
