@@ -156,6 +156,7 @@ class Database:
         self.path = path
         self.busy_timeout_s = busy_timeout_s
         self._lock = threading.Lock()
+        self._closed = False
         self.conn = self._connect()
         try:
             self._migrate()
@@ -172,6 +173,8 @@ class Database:
         self.conn = conn
         try:
             conn.set_busy_timeout(int(min(BUSY_HANDLER_MS, self.busy_timeout_s * 1000)))
+            # Refuse a newer file before anything below could change it (WAL switch).
+            self._refuse_newer(self._retry(lambda: conn.pragma("user_version")))
             # Changing the journal mode needs a moment alone with the file: retried like a write.
             mode = self._retry(lambda: conn.pragma("journal_mode", "wal"))
             if mode != "wal":
@@ -202,18 +205,21 @@ class Database:
             return DatabaseOpenError(f"cannot open the database: {message}")
         return error
 
-    def _migrate(self) -> None:
-        """Bring the schema up to date, one numbered file per transaction."""
+    def _refuse_newer(self, current: int) -> None:
         files = migrations()
         newest = files[-1][0] if files else 0
-        for version, path in files:
+        if current > newest:
+            raise DatabaseOpenError(
+                f"{self.path} has schema version {current}, newer than this memfts "
+                f"understands ({newest}); upgrade memfts (the file was not changed)"
+            )
+
+    def _migrate(self) -> None:
+        """Bring the schema up to date, one numbered file per transaction."""
+        for version, path in migrations():
             with self.write() as db:
                 current = db.pragma("user_version")
-                if current > newest:
-                    raise DatabaseOpenError(
-                        f"{self.path} has schema version {current}, newer than this memfts "
-                        f"understands ({newest}); upgrade memfts (the file was not changed)"
-                    )
+                self._refuse_newer(current)  # another process may have upgraded it meanwhile
                 if current >= version:
                     continue
                 if current != version - 1:
@@ -341,16 +347,29 @@ class Database:
                     raise
                 raise error from exc
 
-    def close(self) -> None:
+    def close(self, wait_s: float = 30.0) -> None:
         """Close the connection, folding the WAL back into the database if no one else reads it.
 
         The last connection to close also deletes the WAL; if other processes still have the
-        file open, a passive checkpoint copies what it can without waiting for them.
+        file open, a passive checkpoint copies what it can without waiting for them. A call
+        in progress finishes first (up to ``wait_s``); safe to call twice, and from a signal
+        handler: if the lock cannot be had, the file is left to SQLite's recovery, which
+        loses no committed write.
         """
-        with self._lock:
+        if not self._lock.acquire(timeout=wait_s):
+            log.warning(
+                "closing %s: a call is still running; leaving the WAL for recovery", self.path
+            )
+            return
+        try:
+            if self._closed:
+                return
+            self._closed = True
             try:
                 self.conn.set_busy_timeout(0)
                 self.conn.pragma("wal_checkpoint(PASSIVE)")
             except apsw.Error as exc:  # a busy checkpoint is fine: the next closer does it
                 log.debug("checkpoint on close skipped: %s", exc)
             self.conn.close()
+        finally:
+            self._lock.release()

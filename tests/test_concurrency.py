@@ -1,0 +1,209 @@
+"""Many sessions, one memory: several real ``memfts`` processes on one file lose nothing.
+
+Every test here runs real servers over stdio on a real SQLite file and checks the file
+afterwards with a fresh connection, so a write that was acknowledged but not stored, or a
+call that failed with "database is locked", fails the test.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import apsw
+import mcp
+from mcp import StdioServerParameters
+
+from memfts.store import Store
+from workers import RawServer, error_text, memfts_command, server_env
+
+PROCESSES = 4
+ROUNDS = 30
+
+
+def _params(db: Path, **env: str) -> StdioServerParameters:
+    command = memfts_command()
+    return StdioServerParameters(command=command[0], args=command[1:], env=server_env(db, **env))
+
+
+async def _session(
+    db: Path, worker: int, acknowledged: list[tuple[str, Any]], failures: list[str]
+) -> None:
+    """One agent session: its own server process, writes and searches as fast as it can."""
+
+    async def call(tool: str, arguments: dict[str, Any]) -> Any:
+        result = await client.call_tool(tool, arguments)
+        if result.is_error:
+            failures.append(f"worker {worker} {tool}: {result.content}")
+            return None
+        acknowledged.append((tool, arguments))
+        return result.structured_content
+
+    async with mcp.Client(_params(db), mode="legacy", read_timeout_seconds=60) as client:
+        # every session creates the shared entity: exactly one create wins, none fails
+        await call("create_entities", {"entities": [{"name": "shared", "entityType": "hub"}]})
+        for k in range(ROUNDS):
+            name = f"w{worker}-e{k}"
+            await call(
+                "create_entities",
+                {
+                    "entities": [
+                        {
+                            "name": name,
+                            "entityType": f"kind{worker}",
+                            "observations": [f"marker{worker} round{k}", f"second {k}"],
+                        }
+                    ]
+                },
+            )
+            await call(
+                "add_observations",
+                {"observations": [{"entityName": "shared", "contents": [f"from {name}"]}]},
+            )
+            await call(
+                "create_relations",
+                {"relations": [{"from": name, "to": "shared", "relationType": "feeds"}]},
+            )
+            found = await call("search_nodes", {"query": f"marker{worker}", "limit": 100})
+            # a session reads its own writes: every entity it created so far is found
+            if found is not None and found["total"] != k + 1:
+                failures.append(f"worker {worker} round {k}: search found {found['total']}")
+
+
+def test_processes_sharing_a_new_file_lose_no_write(tmp_path: Path) -> None:
+    db = tmp_path / "shared" / "memory.db"  # does not exist: the servers race to create it
+    acknowledged: list[tuple[str, Any]] = []
+    failures: list[str] = []
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            for worker in range(PROCESSES):
+                tg.start_soon(_session, db, worker, acknowledged, failures)
+
+    anyio.run(main)
+
+    assert failures == []
+    store = Store(db)
+    try:
+        graph = store.read_graph()
+        assert store.check().ok
+    finally:
+        store.close()
+    entities = {e.name: e for e in graph.entities}
+    for worker in range(PROCESSES):
+        for k in range(ROUNDS):
+            name = f"w{worker}-e{k}"
+            assert entities[name].observations == [f"marker{worker} round{k}", f"second {k}"]
+    shared = entities["shared"].observations
+    assert sorted(shared) == sorted(
+        f"from w{w}-e{k}" for w in range(PROCESSES) for k in range(ROUNDS)
+    )
+    assert len(graph.relations) == PROCESSES * ROUNDS
+    writes = [tool for tool, _ in acknowledged if tool != "search_nodes"]
+    assert len(writes) == PROCESSES * (1 + 3 * ROUNDS)
+
+
+def test_an_open_read_snapshot_never_blocks_writers(db_path: Path) -> None:
+    """A reader that keeps its snapshot open as long as it likes (the longest possible
+    read_graph) does not slow another process's writes, and does not see them."""
+    reader = apsw.Connection(str(db_path))
+    reader.execute("BEGIN")
+    before = reader.execute("SELECT count(*) FROM entities").get
+    with RawServer(db_path) as server:
+        for k in range(40):
+            started = time.monotonic()
+            server.call_ok("create_entities", {"entities": [{"name": f"e{k}", "entityType": "t"}]})
+            assert time.monotonic() - started < 2.0
+        assert reader.execute("SELECT count(*) FROM entities").get == before
+        reader.execute("COMMIT")
+        assert reader.execute("SELECT count(*) FROM entities").get == before + 40
+    reader.close()
+
+
+def test_a_held_write_lock_fails_the_call_after_the_bound(db_path: Path) -> None:
+    """Past MEMFTS_BUSY_TIMEOUT_S a write fails with a clear busy error, stores nothing, and
+    reads go on meanwhile; once the lock is free, writes succeed again."""
+    with RawServer(db_path, env={"MEMFTS_BUSY_TIMEOUT_S": "1.5"}) as server:
+        server.call_ok("create_entities", {"entities": [{"name": "kept", "entityType": "t"}]})
+        before = server.graph()
+        holder = apsw.Connection(str(db_path))
+        holder.execute("BEGIN IMMEDIATE")
+        started = time.monotonic()
+        result = server.call(
+            "create_entities", {"entities": [{"name": "blocked", "entityType": "t"}]}
+        )
+        waited = time.monotonic() - started
+        assert result["isError"] is True
+        message = error_text(result)
+        assert "busy" in message or "locked by other processes" in message
+        assert "nothing was written" in message
+        assert "MEMFTS_BUSY_TIMEOUT_S" in message
+        assert 1.4 < waited < 10
+        # a reader is not held up by the writer
+        started = time.monotonic()
+        assert server.graph() == before
+        assert time.monotonic() - started < 1.0
+        holder.execute("ROLLBACK")
+        holder.close()
+        server.call_ok("create_entities", {"entities": [{"name": "later", "entityType": "t"}]})
+        names = [e["name"] for e in server.graph()["entities"]]
+        assert names == ["kept", "later"]
+
+
+def test_a_server_starting_while_the_file_is_held_waits_for_it(db_path: Path) -> None:
+    """A lock held for a while (1 s here: longer than the first busy waits) is absorbed: the
+    server opening the file, switching it to WAL and checking its schema just takes longer.
+    An exclusive-mode connection holds every lock, so even reading the schema answers busy."""
+    holder = apsw.Connection(str(db_path))
+    holder.pragma("locking_mode", "EXCLUSIVE")
+    holder.execute(
+        "BEGIN IMMEDIATE; INSERT INTO relations(from_name, to_name, relation_type) "
+        "VALUES ('a', 'b', 'c'); COMMIT"
+    )  # in exclusive locking mode the lock stays after COMMIT
+
+    def release() -> None:
+        time.sleep(1.0)
+        holder.pragma("locking_mode", "NORMAL")
+        holder.execute("SELECT 1 FROM entities LIMIT 1")  # the next access drops the lock
+        holder.close()
+
+    releaser = threading.Thread(target=release)
+    releaser.start()
+    started = time.monotonic()
+    with RawServer(db_path) as server:
+        assert time.monotonic() - started > 0.9
+        assert server.graph()["relations"] == [{"from": "a", "to": "b", "relationType": "c"}]
+        server.call_ok("create_entities", {"entities": [{"name": "after", "entityType": "t"}]})
+    releaser.join()
+
+
+def test_wal_stays_bounded_and_is_folded_back_on_exit(db_path: Path) -> None:
+    """Continuous writes do not grow the WAL without bound, and a server whose client hangs
+    up (stdin EOF) checkpoints and removes it."""
+    wal = Path(f"{db_path}-wal")
+    biggest = 0
+    payload = "lorem ipsum dolor sit amet " * 110  # ~3 KB, indexed word by word
+    with RawServer(db_path) as server:
+        for k in range(150):
+            server.call_ok(
+                "create_entities",
+                {
+                    "entities": [
+                        {
+                            "name": f"bulk{k}",
+                            "entityType": "t",
+                            "observations": [f"{payload} {k} {j}" for j in range(10)],
+                        }
+                    ]
+                },
+            )
+            biggest = max(biggest, wal.stat().st_size if wal.exists() else 0)
+        assert server.close() == 0
+    written = os.path.getsize(db_path)
+    assert written > 8 * 1024 * 1024  # far more went through the WAL than it ever held
+    assert biggest < 8 * 1024 * 1024
+    assert not wal.exists()

@@ -1,0 +1,201 @@
+"""Helpers the concurrency, crash and hostile-input tests (and bench/stress.py) share.
+
+:class:`RawServer` spawns ``python -m memfts`` and speaks MCP's JSON-RPC to it line by line,
+byte for byte: the tests need what a high-level client hides — the process id (to SIGKILL
+it), requests in flight while it dies (to know exactly which writes were acknowledged), and
+raw JSON a Python client would refuse to send (a lone ``\\ud800`` escape, 100,000 nested
+arrays, a line that is not JSON).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+PROTOCOL_VERSION = "2025-06-18"
+TIMEOUT_S = 30.0
+
+
+def memfts_command() -> list[str]:
+    return [sys.executable, "-m", "memfts"]
+
+
+def server_env(db: Path, **extra: str) -> dict[str, str]:
+    """The environment a client such as Claude Desktop gives the server, plus the database."""
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
+    env["MEMORY_DB_PATH"] = str(db)
+    env.update(extra)
+    return env
+
+
+class ServerGone(Exception):
+    """The server closed its stdout (it exited or was killed) before answering."""
+
+
+class RawServer:
+    """One ``memfts`` process on stdio, driven with hand-written JSON-RPC lines."""
+
+    def __init__(
+        self,
+        db: Path,
+        *,
+        env: dict[str, str] | None = None,
+        command: Sequence[str] | None = None,
+        initialize: bool = True,
+    ) -> None:
+        self.stderr_file = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            list(command or memfts_command()),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr_file,
+            env=server_env(db, **(env or {})),
+        )
+        self.pid = self.proc.pid
+        self._next_id = 0
+        self._send_lock = threading.Lock()
+        self.responses: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._pending: dict[int, dict[str, Any]] = {}
+        self._reader = threading.Thread(target=self._read_loop, daemon=True)
+        self._reader.start()
+        if initialize:
+            self.initialize()
+
+    # ---- wire --------------------------------------------------------------------------
+
+    def _read_loop(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                message = json.loads(line)
+            except ValueError:
+                message = {"unparsable": line.decode("utf-8", "replace")}
+            if isinstance(message, dict) and "method" in message and "id" not in message:
+                continue  # a notification (log message, list changed): not an answer
+            self.responses.put(message)
+        self.responses.put(None)
+
+    def send_line(self, data: bytes) -> None:
+        """Write one raw line (a newline is added) to the server's stdin."""
+        assert self.proc.stdin is not None
+        with self._send_lock:
+            self.proc.stdin.write(data + b"\n")
+            self.proc.stdin.flush()
+
+    def send(self, method: str, params: dict[str, Any] | None = None) -> int:
+        """Send a request without waiting; returns its id."""
+        with self._send_lock:
+            self._next_id += 1
+            request_id = self._next_id
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
+        if params is not None:
+            message["params"] = params
+        self.send_line(json.dumps(message, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+        return request_id
+
+    def notify(self, method: str, params: dict[str, Any] | None = None) -> None:
+        message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            message["params"] = params
+        self.send_line(json.dumps(message).encode())
+
+    def wait(self, request_id: int, timeout: float = TIMEOUT_S) -> dict[str, Any]:
+        """The response to ``request_id``; raises :class:`ServerGone` if the server died."""
+        deadline = time.monotonic() + timeout
+        while request_id not in self._pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no answer to request {request_id} in {timeout} s")
+            try:
+                message = self.responses.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if message is None:
+                self.responses.put(None)  # keep the end marker for later waits
+                raise ServerGone(f"server exited before answering request {request_id}")
+            self._pending[message.get("id", -1)] = message
+        return self._pending.pop(request_id)
+
+    def request(
+        self, method: str, params: dict[str, Any] | None = None, timeout: float = TIMEOUT_S
+    ) -> dict[str, Any]:
+        return self.wait(self.send(method, params), timeout)
+
+    def initialize(self) -> dict[str, Any]:
+        answer = self.request(
+            "initialize",
+            {
+                "protocolVersion": PROTOCOL_VERSION,
+                "capabilities": {},
+                "clientInfo": {"name": "memfts-tests", "version": "0"},
+            },
+        )
+        assert "result" in answer, answer
+        self.notify("notifications/initialized")
+        return answer
+
+    # ---- tools -------------------------------------------------------------------------
+
+    def call(self, tool: str, arguments: Any, timeout: float = TIMEOUT_S) -> dict[str, Any]:
+        """The ``tools/call`` result (``content``, ``isError``...) or the JSON-RPC error."""
+        answer = self.request("tools/call", {"name": tool, "arguments": arguments}, timeout)
+        return answer.get("result", answer)
+
+    def call_ok(self, tool: str, arguments: Any) -> dict[str, Any]:
+        result = self.call(tool, arguments)
+        assert result.get("isError") is False, f"{tool} failed: {result}"
+        return result
+
+    def graph(self) -> dict[str, Any]:
+        structured: dict[str, Any] = self.call_ok("read_graph", {})["structuredContent"]
+        return structured
+
+    # ---- process -----------------------------------------------------------------------
+
+    def stderr(self) -> str:
+        self.stderr_file.seek(0)
+        return self.stderr_file.read().decode("utf-8", "replace")
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=TIMEOUT_S)
+
+    def close(self, timeout: float = TIMEOUT_S) -> int:
+        """Close stdin, as a client does when it ends the session; returns the exit code."""
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            with contextlib.suppress(BrokenPipeError):
+                self.proc.stdin.close()
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+        finally:
+            self._reader.join(timeout=5)
+
+    def __enter__(self) -> RawServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.close()
+        self.stderr_file.close()
+
+
+def error_text(result: dict[str, Any]) -> str:
+    """The text of a tool error (or of a JSON-RPC error)."""
+    if "content" in result:
+        return " ".join(block.get("text", "") for block in result["content"])
+    return str(result.get("error", result))
