@@ -1,0 +1,556 @@
+"""memfts over MCP, as a client sees it: a real `python -m memfts` spawned over stdio.
+
+The 9 tools must look and answer like `@modelcontextprotocol/server-memory` (names, titles,
+descriptions, argument names, output schemas, annotations, structuredContent and the JSON
+text block), so that switching servers is one line of client configuration.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mcp_session import Session, error_text, only_text, params_for, session, text_json
+
+# --- what the official server declares (src/memory/index.ts) ---------------------------------
+
+WRITE = {
+    "readOnlyHint": False,
+    "destructiveHint": False,
+    "idempotentHint": False,
+    "openWorldHint": False,
+}
+DELETE = {
+    "readOnlyHint": False,
+    "destructiveHint": True,
+    "idempotentHint": True,
+    "openWorldHint": False,
+}
+READ = {
+    "readOnlyHint": True,
+    "destructiveHint": False,
+    "idempotentHint": True,
+    "openWorldHint": False,
+}
+
+OFFICIAL: dict[str, dict[str, Any]] = {
+    "create_entities": {
+        "title": "Create Entities",
+        "description": "Create multiple new entities in the knowledge graph",
+        "annotations": WRITE,
+        "input": ["entities"],
+        "output": ["entities"],
+    },
+    "create_relations": {
+        "title": "Create Relations",
+        "description": "Create multiple new relations between entities in the knowledge graph. "
+        "Relations should be in active voice",
+        "annotations": WRITE,
+        "input": ["relations"],
+        "output": ["relations"],
+    },
+    "add_observations": {
+        "title": "Add Observations",
+        "description": "Add new observations to existing entities in the knowledge graph",
+        "annotations": WRITE,
+        "input": ["observations"],
+        "output": ["results"],
+    },
+    "delete_entities": {
+        "title": "Delete Entities",
+        "description": "Delete multiple entities and their associated relations from the "
+        "knowledge graph",
+        "annotations": DELETE,
+        "input": ["entityNames"],
+        "output": ["success", "message"],
+    },
+    "delete_observations": {
+        "title": "Delete Observations",
+        "description": "Delete specific observations from entities in the knowledge graph",
+        "annotations": DELETE,
+        "input": ["deletions"],
+        "output": ["success", "message"],
+    },
+    "delete_relations": {
+        "title": "Delete Relations",
+        "description": "Delete multiple relations from the knowledge graph",
+        "annotations": DELETE,
+        "input": ["relations"],
+        "output": ["success", "message"],
+    },
+    "read_graph": {
+        "title": "Read Graph",
+        "description": "Read the entire knowledge graph",
+        "annotations": READ,
+        "input": [],
+        "output": ["entities", "relations"],
+    },
+    "search_nodes": {
+        "title": "Search Nodes",
+        "description": "Search for nodes in the knowledge graph based on a query",
+        "annotations": READ,
+        "input": ["query"],
+        "output": ["entities", "relations"],
+    },
+    "open_nodes": {
+        "title": "Open Nodes",
+        "description": "Open specific nodes in the knowledge graph by their names",
+        "annotations": READ,
+        "input": ["names"],
+        "output": ["entities", "relations"],
+    },
+}
+
+GRAPH_URI = "memory://knowledge-graph"
+
+
+def official_json(value: Any) -> str:
+    """What the official server's `JSON.stringify(value, null, 2)` prints."""
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def entity(name: str, entity_type: str, *observations: str) -> dict[str, Any]:
+    return {"name": name, "entityType": entity_type, "observations": list(observations)}
+
+
+def relation(from_: str, to: str, relation_type: str) -> dict[str, str]:
+    return {"from": from_, "to": to, "relationType": relation_type}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
+    """One memfts process for the whole module (a spawn costs ~0.6 s)."""
+    db = tmp_path_factory.mktemp("protocol") / "memory.db"
+    with session(params_for(db)) as s:
+        yield s
+
+
+@pytest.fixture
+def mcp(server: Session) -> Session:
+    """The shared server, emptied through its own tools so each test starts from nothing."""
+    graph = server.ok("read_graph").structured_content
+    assert graph is not None
+    if graph["relations"]:
+        server.ok("delete_relations", {"relations": graph["relations"]})
+    if graph["entities"]:
+        server.ok("delete_entities", {"entityNames": [e["name"] for e in graph["entities"]]})
+    assert server.ok("read_graph").structured_content == {"entities": [], "relations": []}
+    return server
+
+
+@pytest.fixture(scope="module")
+def tools(server: Session) -> dict[str, dict[str, Any]]:
+    listed = server.run(server.client.list_tools)
+    return {
+        t.name: t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in listed.tools
+    }
+
+
+def schema_properties(schema: dict[str, Any], ref: str | None = None) -> dict[str, Any]:
+    if ref is not None:
+        schema = schema["$defs"][ref]
+    return dict(schema.get("properties", {}))
+
+
+# ---- tools/list ---------------------------------------------------------------------------
+
+
+def test_exactly_the_nine_official_tools(tools: dict[str, dict[str, Any]]) -> None:
+    assert sorted(tools) == sorted(OFFICIAL)
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL))
+def test_tool_title_description_annotations_and_schemas(
+    tools: dict[str, dict[str, Any]], name: str
+) -> None:
+    tool, official = tools[name], OFFICIAL[name]
+    assert tool["title"] == official["title"]
+    assert tool["annotations"] == official["annotations"]
+    if name == "search_nodes":
+        # starts as the official one, then documents what ranked search does
+        assert tool["description"].startswith(official["description"])
+        for word in ("Ranked", "limit", "total"):
+            assert word in tool["description"]
+    else:
+        assert tool["description"] == official["description"]
+
+    assert tool["inputSchema"]["type"] == "object"
+    inputs = schema_properties(tool["inputSchema"])
+    for argument in official["input"]:
+        assert argument in inputs, f"{name} lacks argument {argument}"
+        assert argument in tool["inputSchema"].get("required", [])
+    assert "outputSchema" in tool, f"{name} declares no outputSchema"
+    assert tool["outputSchema"]["type"] == "object"
+    outputs = schema_properties(tool["outputSchema"])
+    assert sorted(official["output"]) == sorted(set(outputs) & set(official["output"]))
+    assert set(official["output"]) <= set(tool["outputSchema"]["required"])
+
+
+def test_search_nodes_arguments(tools: dict[str, dict[str, Any]]) -> None:
+    schema = tools["search_nodes"]["inputSchema"]
+    props = schema_properties(schema)
+    assert schema["required"] == ["query"]  # extras are optional: official clients still work
+    assert props["query"]["type"] == "string"
+    assert props["query"]["maxLength"] == 2048
+    assert props["limit"]["minimum"] == 1
+    assert schema_properties(tools["search_nodes"]["outputSchema"])["total"]["type"] == "integer"
+
+
+def test_no_extra_required_arguments(tools: dict[str, dict[str, Any]]) -> None:
+    for name, official in OFFICIAL.items():
+        assert sorted(tools[name]["inputSchema"].get("required", [])) == sorted(official["input"])
+
+
+@pytest.mark.parametrize(
+    ("tool", "argument", "model", "fields"),
+    [
+        ("create_entities", "entities", "Entity", ["name", "entityType", "observations"]),
+        ("create_relations", "relations", "Relation", ["from", "to", "relationType"]),
+        ("delete_relations", "relations", "Relation", ["from", "to", "relationType"]),
+        ("add_observations", "observations", "ObservationAddition", ["entityName", "contents"]),
+        (
+            "delete_observations",
+            "deletions",
+            "ObservationDeletion",
+            ["entityName", "observations"],
+        ),
+    ],
+)
+def test_nested_argument_field_names(
+    tools: dict[str, dict[str, Any]], tool: str, argument: str, model: str, fields: list[str]
+) -> None:
+    schema = tools[tool]["inputSchema"]
+    assert schema["properties"][argument]["type"] == "array"
+    assert schema["properties"][argument]["items"] == {"$ref": f"#/$defs/{model}"}
+    props = schema_properties(schema, model)
+    assert sorted(props) == sorted(fields)  # `from`, never `from_`
+    assert all(props[f]["type"] in ("string", "array") for f in fields)
+
+
+@pytest.mark.parametrize("tool", ["read_graph", "open_nodes", "search_nodes", "create_relations"])
+def test_output_relations_use_from_not_from_(tools: dict[str, dict[str, Any]], tool: str) -> None:
+    relation_schema = tools[tool]["outputSchema"]["$defs"]["Relation"]
+    assert sorted(relation_schema["properties"]) == ["from", "relationType", "to"]
+
+
+@pytest.mark.parametrize("name", ["delete_entities", "open_nodes"])
+def test_name_list_arguments(tools: dict[str, dict[str, Any]], name: str) -> None:
+    (argument,) = OFFICIAL[name]["input"]
+    prop = tools[name]["inputSchema"]["properties"][argument]
+    assert prop["type"] == "array" and prop["items"] == {"type": "string"}
+
+
+# ---- the write tools ----------------------------------------------------------------------
+
+
+def test_create_entities_result_and_text(mcp: Session) -> None:
+    entities = [entity("Alice", "person", "lives in 東京", "likes “quotes”"), entity("Bob", "dog")]
+    result = mcp.ok("create_entities", {"entities": entities})
+    assert result.structured_content == {"entities": entities}
+    assert only_text(result) == official_json(entities)
+
+    again = mcp.ok("create_entities", {"entities": [entities[0], entity("Carol", "cat")]})
+    assert again.structured_content == {"entities": [entity("Carol", "cat")]}
+    assert only_text(again) == official_json([entity("Carol", "cat")])
+
+    none = mcp.ok("create_entities", {"entities": [entities[1]]})
+    assert none.structured_content == {"entities": []}
+    assert only_text(none) == "[]"
+
+
+def test_create_entities_without_observations_gets_an_empty_list(mcp: Session) -> None:
+    result = mcp.ok("create_entities", {"entities": [{"name": "Bare", "entityType": "t"}]})
+    assert result.structured_content == {"entities": [entity("Bare", "t")]}
+
+
+def test_create_relations_result_and_text(mcp: Session) -> None:
+    mcp.ok("create_entities", {"entities": [entity("A", "t"), entity("B", "t")]})
+    relations = [relation("A", "B", "knows"), relation("B", "Not yet", "waits for")]
+    result = mcp.ok("create_relations", {"relations": relations})
+    assert result.structured_content == {"relations": relations}
+    assert only_text(result) == official_json(relations)
+    assert '"from": "A"' in only_text(result)
+
+    again = mcp.ok("create_relations", {"relations": [relations[0], relations[0]]})
+    assert again.structured_content == {"relations": []}
+    assert only_text(again) == "[]"
+
+
+def test_add_observations_result_and_text(mcp: Session) -> None:
+    mcp.ok("create_entities", {"entities": [entity("A", "t", "old"), entity("B", "t")]})
+    result = mcp.ok(
+        "add_observations",
+        {
+            "observations": [
+                {"entityName": "A", "contents": ["old", "new", "ñew"]},
+                {"entityName": "B", "contents": []},
+            ]
+        },
+    )
+    expected = [
+        {"entityName": "A", "addedObservations": ["new", "ñew"]},
+        {"entityName": "B", "addedObservations": []},
+    ]
+    assert result.structured_content == {"results": expected}
+    assert only_text(result) == official_json(expected)
+    graph = mcp.ok("open_nodes", {"names": ["A"]}).structured_content
+    assert graph == {"entities": [entity("A", "t", "old", "new", "ñew")], "relations": []}
+
+
+def test_add_observations_to_a_missing_entity_is_a_tool_error_and_saves_nothing(
+    mcp: Session,
+) -> None:
+    mcp.ok("create_entities", {"entities": [entity("A", "t", "old")]})
+    result = mcp.call(
+        "add_observations",
+        {
+            "observations": [
+                {"entityName": "A", "contents": ["would be new"]},
+                {"entityName": "Ghost", "contents": ["boo"]},
+            ]
+        },
+    )
+    assert result.is_error
+    assert "Entity with name Ghost not found" in error_text(result)
+    assert mcp.ok("read_graph").structured_content == {
+        "entities": [entity("A", "t", "old")],
+        "relations": [],
+    }
+
+
+# ---- the delete tools ----------------------------------------------------------------------
+
+
+def assert_message(result: Any, message: str) -> None:
+    assert only_text(result) == message
+    assert result.structured_content == {"success": True, "message": message}
+
+
+def test_delete_entities_messages(mcp: Session) -> None:
+    mcp.ok("create_entities", {"entities": [entity("A", "t"), entity("B", "t"), entity("C", "t")]})
+    mcp.ok("create_relations", {"relations": [relation("A", "B", "r"), relation("C", "A", "r")]})
+    assert_message(
+        mcp.ok("delete_entities", {"entityNames": ["A"]}), "Entities deleted successfully"
+    )
+    assert mcp.ok("read_graph").structured_content == {
+        "entities": [entity("B", "t"), entity("C", "t")],
+        "relations": [],
+    }
+    assert_message(
+        mcp.ok("delete_entities", {"entityNames": ["B", "Ghost", "Nobody"]}),
+        "Deleted 1 of 3 entities. Not found: Ghost, Nobody",
+    )
+
+
+def test_delete_observations_messages(mcp: Session) -> None:
+    mcp.ok("create_entities", {"entities": [entity("A", "t", "one", "two", "three")]})
+    assert_message(
+        mcp.ok(
+            "delete_observations", {"deletions": [{"entityName": "A", "observations": ["one"]}]}
+        ),
+        "Observations deleted successfully",
+    )
+    assert_message(
+        mcp.ok(
+            "delete_observations",
+            {
+                "deletions": [
+                    {"entityName": "A", "observations": ["two", "absent"]},
+                    {"entityName": "Ghost", "observations": ["x"]},
+                ]
+            },
+        ),
+        "Deleted 1 of 3 observations. Entities not found: Ghost",
+    )
+    assert mcp.ok("open_nodes", {"names": ["A"]}).structured_content == {
+        "entities": [entity("A", "t", "three")],
+        "relations": [],
+    }
+
+
+def test_delete_relations_messages(mcp: Session) -> None:
+    mcp.ok("create_relations", {"relations": [relation("A", "B", "r"), relation("B", "A", "r")]})
+    assert_message(
+        mcp.ok("delete_relations", {"relations": [relation("A", "B", "r")]}),
+        "Relations deleted successfully",
+    )
+    assert_message(
+        mcp.ok(
+            "delete_relations", {"relations": [relation("B", "A", "r"), relation("A", "B", "r")]}
+        ),
+        "Deleted 1 of 2 relations. The rest matched nothing.",
+    )
+    assert mcp.ok("read_graph").structured_content == {"entities": [], "relations": []}
+
+
+# ---- the read tools ------------------------------------------------------------------------
+
+
+def build_small_graph(mcp: Session) -> None:
+    mcp.ok(
+        "create_entities",
+        {
+            "entities": [
+                entity("Alice", "person", "plays the theremin", "lives in Zürich"),
+                entity("Bob", "person", "bakes bread"),
+                entity("Theremin", "instrument"),
+            ]
+        },
+    )
+    mcp.ok(
+        "create_relations",
+        {
+            "relations": [
+                relation("Alice", "Bob", "knows"),
+                relation("Alice", "Theremin", "plays"),
+                relation("Carol", "Alice", "admires"),
+            ]
+        },
+    )
+
+
+def test_read_graph_structured_and_text(mcp: Session) -> None:
+    build_small_graph(mcp)
+    result = mcp.ok("read_graph")
+    expected = {
+        "entities": [
+            entity("Alice", "person", "plays the theremin", "lives in Zürich"),
+            entity("Bob", "person", "bakes bread"),
+            entity("Theremin", "instrument"),
+        ],
+        "relations": [
+            relation("Alice", "Bob", "knows"),
+            relation("Alice", "Theremin", "plays"),
+            relation("Carol", "Alice", "admires"),
+        ],
+    }
+    assert result.structured_content == expected
+    assert only_text(result) == official_json(expected)
+
+
+def test_open_nodes_structured_and_text(mcp: Session) -> None:
+    build_small_graph(mcp)
+    result = mcp.ok("open_nodes", {"names": ["Bob", "Ghost"]})
+    expected = {
+        "entities": [entity("Bob", "person", "bakes bread")],
+        "relations": [relation("Alice", "Bob", "knows")],
+    }
+    assert result.structured_content == expected
+    assert only_text(result) == official_json(expected)
+
+
+def test_search_nodes_structured_and_text(mcp: Session) -> None:
+    build_small_graph(mcp)
+    result = mcp.ok("search_nodes", {"query": "zurich"})
+    structured = result.structured_content
+    assert structured == {
+        "entities": [entity("Alice", "person", "plays the theremin", "lives in Zürich")],
+        "relations": [
+            relation("Alice", "Bob", "knows"),
+            relation("Alice", "Theremin", "plays"),
+            relation("Carol", "Alice", "admires"),
+        ],
+        "total": 1,
+    }
+    assert only_text(result) == official_json(structured)
+
+
+def test_search_nodes_ranks_and_limits_over_the_wire(mcp: Session) -> None:
+    build_small_graph(mcp)
+    result = mcp.ok("search_nodes", {"query": "THEREMIN", "limit": 1})
+    assert [e["name"] for e in result.structured_content["entities"]] == ["Theremin"]
+    assert result.structured_content["total"] == 2
+    typed = mcp.ok("search_nodes", {"query": "", "entityType": "Person"})
+    assert sorted(e["name"] for e in typed.structured_content["entities"]) == ["Alice", "Bob"]
+
+
+# ---- errors --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments", "expected"),
+    [
+        ("create_entities", {"entities": [{"name": "", "entityType": "t"}]}, ["name", "empty"]),
+        ("create_entities", {"entities": [{"name": "  ", "entityType": "t"}]}, ["name", "empty"]),
+        ("create_entities", {"entities": [{"name": "A", "entityType": ""}]}, ["entityType"]),
+        ("create_entities", {"entities": [{"name": "A"}]}, ["entityType", "required"]),
+        ("create_entities", {"entities": "Alice"}, ["entities", "list"]),
+        ("create_entities", {"entities": [{"name": 3, "entityType": "t"}]}, ["name", "string"]),
+        ("create_entities", {"entities": [entity("A", "t", "nul\x00byte")]}, ["NUL"]),
+        ("create_relations", {"relations": [{"from": "A", "to": "B"}]}, ["relationType"]),
+        ("create_relations", {"relations": [relation("", "B", "r")]}, ["from", "empty"]),
+        ("add_observations", {"observations": [{"entityName": "A"}]}, ["contents"]),
+        ("add_observations", {}, ["observations", "required"]),
+        ("delete_entities", {"entityNames": "A"}, ["entityNames", "list"]),
+        ("open_nodes", {"names": [1, 2]}, ["names", "string"]),
+        ("search_nodes", {}, ["query", "required"]),
+        ("search_nodes", {"query": 42}, ["query", "string"]),
+        ("search_nodes", {"query": "x", "limit": 0}, ["limit"]),
+        ("search_nodes", {"query": "x", "limit": "many"}, ["limit"]),
+    ],
+)
+def test_bad_arguments_are_tool_errors_naming_what_was_wrong(
+    mcp: Session, tool: str, arguments: dict[str, Any], expected: list[str]
+) -> None:
+    result = mcp.call(tool, arguments)
+    assert result.is_error
+    assert result.structured_content is None
+    message = error_text(result)
+    for word in expected:
+        assert word in message, f"{word!r} missing from {message!r}"
+    assert mcp.ok("read_graph").structured_content == {"entities": [], "relations": []}
+
+
+def test_unknown_tool_is_a_tool_error(mcp: Session) -> None:
+    result = mcp.call("drop_everything", {})
+    assert result.is_error
+    assert "drop_everything" in error_text(result)
+
+
+def test_the_server_survives_errors(mcp: Session) -> None:
+    for _ in range(3):
+        assert mcp.call("add_observations", {"observations": [{"entityName": "X"}]}).is_error
+    assert mcp.ok("create_entities", {"entities": [entity("Alive", "t")]}).structured_content
+
+
+# ---- the resource --------------------------------------------------------------------------
+
+
+def test_knowledge_graph_resource_lists_and_reads(mcp: Session) -> None:
+    build_small_graph(mcp)
+    listed = mcp.run(mcp.client.list_resources).resources
+    [resource] = [r for r in listed if str(r.uri) == GRAPH_URI]
+    assert resource.name == "knowledge-graph"
+    assert resource.mime_type == "application/json"
+
+    read = mcp.run(mcp.client.read_resource, GRAPH_URI)
+    [content] = read.contents
+    assert str(content.uri) == GRAPH_URI
+    assert content.mime_type == "application/json"
+    graph = mcp.ok("read_graph").structured_content
+    assert content.text == official_json(graph)  # type: ignore[union-attr]
+
+
+def test_resource_follows_writes(mcp: Session) -> None:
+    mcp.ok("create_entities", {"entities": [entity("Fresh", "t", "just now")]})
+    [content] = mcp.run(mcp.client.read_resource, GRAPH_URI).contents
+    assert json.loads(content.text) == {  # type: ignore[union-attr]
+        "entities": [entity("Fresh", "t", "just now")],
+        "relations": [],
+    }
+
+
+def test_fixture_db_is_a_real_file(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The shared server really writes its file: a second server on it sees the data."""
+    db: Path = tmp_path_factory.mktemp("second") / "memory.db"
+    with session(params_for(db)) as first:
+        first.ok("create_entities", {"entities": [entity("Durable", "t", "on disk")]})
+    assert db.exists() and db.stat().st_size > 0
+    with session(params_for(db)) as second:
+        assert text_json(second.ok("open_nodes", {"names": ["Durable"]}))["entities"] == [
+            entity("Durable", "t", "on disk")
+        ]
