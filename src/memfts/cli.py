@@ -78,6 +78,9 @@ def _json_out(data: Any) -> None:
 class _Group(click.Group):
     """Turns failures memfts expects into one-line errors instead of tracebacks."""
 
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)  # in the order they are defined, serve first
+
     def invoke(self, ctx: click.Context) -> Any:
         import apsw
 
@@ -143,7 +146,7 @@ def main(ctx: click.Context, db: str | None) -> None:
 # ---- serve ---------------------------------------------------------------------------------
 
 
-@main.command()
+@main.command(short_help="Serve MCP on stdio (the default) or Streamable HTTP.")
 @db_option
 @click.option("--http", is_flag=True, help="Serve Streamable HTTP instead of stdio.")
 @click.option(
@@ -221,7 +224,7 @@ def _entity_block(
     return lines
 
 
-@main.command()
+@main.command(short_help="Ranked full-text search, best match first.")
 @db_option
 @click.argument("query", nargs=-1, required=True)
 @click.option(
@@ -250,7 +253,7 @@ def search(
         )
 
 
-@main.command()
+@main.command(short_help="Entities by name, with observations and relations.")
 @db_option
 @click.argument("names", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (for scripts).")
@@ -281,7 +284,7 @@ def show(db: str | None, names: tuple[str, ...], as_json: bool) -> None:
         sys.exit(1)
 
 
-@main.command()
+@main.command(short_help="Counts, file and WAL sizes, schema version.")
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def stats(db: str | None, as_json: bool) -> None:
@@ -305,7 +308,7 @@ def stats(db: str | None, as_json: bool) -> None:
         _out(f"{label + ':':<16}{value}")
 
 
-@main.command()
+@main.command(short_help="Integrity checks; exit status 1 if damaged.")
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def check(db: str | None, as_json: bool) -> None:
@@ -338,7 +341,7 @@ def check(db: str | None, as_json: bool) -> None:
     sys.exit(0 if report.ok else 1)
 
 
-@main.command()
+@main.command(short_help="Merge index segments, truncate the WAL (--vacuum).")
 @db_option
 @click.option("--vacuum", is_flag=True, help="Also rewrite the file to return free pages to disk.")
 def optimize(db: str | None, vacuum: bool) -> None:
@@ -372,7 +375,7 @@ def _progress_bars(enabled: bool) -> Any:
     return progress
 
 
-@main.command("import")
+@main.command("import", short_help="Merge a memory.jsonl or SQLite memory.db in.")
 @db_option
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option(
@@ -430,7 +433,7 @@ def import_(db: str | None, path: Path, strict: bool) -> None:
         )
 
 
-@main.command()
+@main.command(short_help="Write the graph as official-server JSONL.")
 @db_option
 @click.argument("path", required=False, type=click.Path(path_type=Path))
 @click.option("--force", is_flag=True, help="Replace PATH if it exists.")
