@@ -54,7 +54,7 @@ class RawServer:
         command: Sequence[str] | None = None,
         initialize: bool = True,
     ) -> None:
-        self.stderr_file = tempfile.TemporaryFile()
+        self.stderr_file = tempfile.TemporaryFile()  # noqa: SIM115 (closed in __exit__)
         self.proc = subprocess.Popen(
             list(command or memfts_command()),
             stdin=subprocess.PIPE,
