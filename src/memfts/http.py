@@ -175,8 +175,18 @@ def _log_config() -> dict[str, Any]:
 def serve(
     store: Store, *, host: str, port: int, token: str | None, extra_hosts: Iterable[str] = ()
 ) -> None:
-    """Serve until interrupted (Ctrl-C or SIGTERM)."""
+    """Serve until interrupted (Ctrl-C or SIGTERM), then return so the caller closes the store."""
     import uvicorn
 
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            super().handle_exit(sig, frame)
+            # uvicorn re-raises the signal after its graceful shutdown, which would kill the
+            # process before the store is closed (and the WAL checkpointed); exit normally
+            self._captured_signals.clear()
+
     app = build_app(store, host=host, token=token, extra_hosts=extra_hosts)
-    uvicorn.run(app, host=host.strip("[]"), port=port, log_config=_log_config(), lifespan="on")
+    config = uvicorn.Config(
+        app, host=host.strip("[]"), port=port, log_config=_log_config(), lifespan="on"
+    )
+    Server(config).run()

@@ -1,0 +1,288 @@
+"""``memfts serve --http``: a real server process on a free loopback port, driven by the mcp
+client over Streamable HTTP and by raw HTTP requests, with and without the bearer token."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import mcp
+import pytest
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared.exceptions import MCPError
+
+from conftest import build_schema, memfts_command
+from memfts.http import HttpConfigError, check_exposure, load_token, security_settings
+from memfts.store import Store
+
+STARTUP_S = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    port: int
+    db: Path
+    token: str | None
+    connect_host: str = "127.0.0.1"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.connect_host}:{self.port}/mcp"
+
+
+def start(db: Path, *args: str, token: str | None = None, **env: str) -> Server:
+    """Spawn ``memfts serve --http`` and wait until its port accepts connections."""
+    environ = {k: v for k, v in os.environ.items() if k not in ("MEMFTS_TOKEN", "MEMORY_DB_PATH")}
+    environ.update(env)
+    if token is not None:
+        environ["MEMFTS_TOKEN"] = token
+    port = free_port()
+    process = subprocess.Popen(
+        [*memfts_command(), "serve", "--http", "--db", str(db), "--port", str(port), *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=environ,
+    )
+    deadline = time.monotonic() + STARTUP_S
+    while True:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited: {process.stderr.read().decode()}")  # type: ignore[union-attr]
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                process.kill()
+                raise AssertionError("server did not start listening") from None
+            time.sleep(0.05)
+    return Server(process, port, db, token)
+
+
+def stop(server: Server) -> tuple[bytes, bytes]:
+    server.process.send_signal(signal.SIGTERM)
+    out, err = server.process.communicate(timeout=15)
+    assert server.process.returncode == 0, err.decode()
+    return out, err
+
+
+def post(
+    server: Server, body: dict[str, Any], *, token: str | None, **headers: str
+) -> tuple[int, dict[str, str], bytes]:
+    """A raw JSON-RPC POST, as a script (or an attacker) would send it."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{server.port}/mcp",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream",
+            **({"Authorization": f"Bearer {token}"} if token is not None else {}),
+            **headers,
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "0"},
+    },
+}
+CREATE_INTRUDER = {
+    "jsonrpc": "2.0",
+    "id": 2,
+    "method": "tools/call",
+    "params": {
+        "name": "create_entities",
+        "arguments": {"entities": [{"name": "Intruder", "entityType": "x", "observations": []}]},
+    },
+}
+
+
+async def _session(
+    server: Server, token: str | None, calls: list[tuple[str, dict[str, Any]]]
+) -> list[Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else None
+    async with create_mcp_http_client(headers=headers) as http:
+        transport = streamable_http_client(server.url, http_client=http)
+        async with mcp.Client(transport, mode="legacy") as client:
+            results = []
+            for tool, arguments in calls:
+                result = await client.call_tool(tool, arguments)
+                assert not result.is_error, result.content
+                results.append(result.structured_content)
+            return results
+
+
+def call(server: Server, token: str | None, *calls: tuple[str, dict[str, Any]]) -> list[Any]:
+    return anyio.run(_session, server, token, list(calls))
+
+
+def names_in(db: Path) -> list[str]:
+    store = Store(db)
+    try:
+        return [e.name for e in store.read_graph().entities]
+    finally:
+        store.close()
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One loopback server with a token for the whole module."""
+    db = tmp_path_factory.mktemp("http") / "memory.db"
+    build_schema(db)
+    server = start(db, token=secrets.token_urlsafe(24))
+    try:
+        yield server
+    finally:
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.wait()
+
+
+# ---- with the token ------------------------------------------------------------------------
+
+
+def test_client_with_token_uses_the_memory(guarded: Server) -> None:
+    created, found = call(
+        guarded,
+        guarded.token,
+        (
+            "create_entities",
+            {"entities": [{"name": "Alice", "entityType": "person", "observations": ["likes Go"]}]},
+        ),
+        ("open_nodes", {"names": ["Alice"]}),
+    )
+    assert created["entities"][0]["name"] == "Alice"
+    assert [e["name"] for e in found["entities"]] == ["Alice"]
+    assert "Alice" in names_in(guarded.db)  # the same file other sessions and the CLI use
+
+
+# ---- without it ----------------------------------------------------------------------------
+
+
+def test_requests_without_or_with_a_wrong_token_get_401_and_change_nothing(guarded: Server) -> None:
+    before = names_in(guarded.db)
+    for token in (None, "wrong", guarded.token + "x", ""):  # type: ignore[operator]
+        status, headers, body = post(guarded, CREATE_INTRUDER, token=token)
+        assert status == 401, token
+        assert headers["www-authenticate"] == 'Bearer realm="memfts"'
+        assert json.loads(body)["error"] == "unauthorized"
+    status, _, _ = post(guarded, INITIALIZE, token=None, Authorization=f"Basic {guarded.token}")
+    assert status == 401
+    assert names_in(guarded.db) == before
+    assert "Intruder" not in before
+
+
+def test_mcp_client_without_token_cannot_connect(guarded: Server) -> None:
+    with pytest.raises(ExceptionGroup) as caught:
+        call(guarded, None, ("read_graph", {}))
+    # the SDK turns the 401 into this error on the very first request (initialize)
+    assert caught.group_contains(MCPError, match="Server returned an error response", depth=2)
+
+
+def test_token_does_not_bypass_dns_rebinding_checks(guarded: Server) -> None:
+    status, _, _ = post(guarded, INITIALIZE, token=guarded.token, Host="evil.example")
+    assert status == 421
+    status, _, _ = post(guarded, INITIALIZE, token=guarded.token, Origin="http://evil.example")
+    assert status == 403
+    status, _, _ = post(guarded, INITIALIZE, token=guarded.token)
+    assert status == 200
+
+
+# ---- without a token, and beyond loopback --------------------------------------------------
+
+
+def test_loopback_without_token_is_open_and_logs_only_to_stderr(tmp_path: Path) -> None:
+    db = tmp_path / "open.db"
+    server = start(db)
+    try:
+        (graph,) = call(server, None, ("read_graph", {}))
+        assert graph == {"entities": [], "relations": []}
+    finally:
+        out, err = stop(server)
+    assert out == b""  # stdout stays clean: logs, access lines and the banner go to stderr
+    assert b"no token: loopback only" in err and b"POST /mcp" in err
+
+
+def test_public_address_needs_a_token_and_checks_the_host_header(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token = secrets.token_urlsafe(24)
+    token_file.write_text(token + "\n")
+    db = tmp_path / "team.db"
+    server = start(db, "--host", "0.0.0.0", "--token-file", str(token_file))
+    try:
+        assert post(server, INITIALIZE, token=None)[0] == 401
+        assert post(server, INITIALIZE, token=token, Host="evil.example")[0] == 421
+        assert post(server, INITIALIZE, token=token, Host=f"localhost:{server.port}")[0] == 200
+        (graph,) = call(server, token, ("read_graph", {}))
+        assert graph["entities"] == []
+    finally:
+        stop(server)
+
+
+# ---- configuration, without a server -------------------------------------------------------
+
+
+def test_exposure_rules() -> None:
+    for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
+        check_exposure(host, None)
+    for host in ("0.0.0.0", "::", "192.168.1.10", "memory.example.com"):
+        with pytest.raises(HttpConfigError, match="without a token"):
+            check_exposure(host, None)
+        check_exposure(host, "t")
+
+
+def test_token_sources(tmp_path: Path) -> None:
+    assert load_token(None, {}) is None
+    assert load_token(None, {"MEMFTS_TOKEN": "  "}) is None
+    assert load_token(None, {"MEMFTS_TOKEN": "abc\n"}) == "abc"
+    file = tmp_path / "t"
+    file.write_text("from-file\n")
+    assert load_token(file, {"MEMFTS_TOKEN": "env"}) == "from-file"
+    file.write_text("\n")
+    with pytest.raises(HttpConfigError, match="is empty"):
+        load_token(file, {})
+    with pytest.raises(HttpConfigError, match="cannot read token file"):
+        load_token(tmp_path / "missing", {})
+
+
+def test_dns_rebinding_protection_is_explicit_for_every_address() -> None:
+    for host in ("127.0.0.1", "0.0.0.0", "192.168.1.10"):
+        settings = security_settings(host, ["memory.internal"])
+        assert settings.enable_dns_rebinding_protection
+        assert "memory.internal:*" in settings.allowed_hosts
+        assert "evil.example" not in settings.allowed_hosts
+    assert "192.168.1.10:*" in security_settings("192.168.1.10").allowed_hosts
+    assert "[::1]:*" in security_settings("::1").allowed_hosts
