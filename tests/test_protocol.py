@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 
 from mcp_session import Session, error_text, only_text, params_for, session, text_json
+from memfts.models import ObservationAddition
+from memfts.store import Store
 
 # --- what the official server declares (src/memory/index.ts) ---------------------------------
 
@@ -122,10 +124,14 @@ def relation(from_: str, to: str, relation_type: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
+def db_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("protocol") / "memory.db"
+
+
+@pytest.fixture(scope="module")
+def server(db_file: Path) -> Iterator[Session]:
     """One memfts process for the whole module (a spawn costs ~0.6 s)."""
-    db = tmp_path_factory.mktemp("protocol") / "memory.db"
-    with session(params_for(db)) as s:
+    with session(params_for(db_file)) as s:
         yield s
 
 
@@ -344,6 +350,10 @@ def test_delete_entities_messages(mcp: Session) -> None:
         mcp.ok("delete_entities", {"entityNames": ["B", "Ghost", "Nobody"]}),
         "Deleted 1 of 3 entities. Not found: Ghost, Nobody",
     )
+    mcp.ok("create_entities", {"entities": [entity("D", "t")]})
+    assert_message(
+        mcp.ok("delete_entities", {"entityNames": ["D", "D"]}), "Entities deleted successfully"
+    )
 
 
 def test_delete_observations_messages(mcp: Session) -> None:
@@ -544,13 +554,20 @@ def test_resource_follows_writes(mcp: Session) -> None:
     }
 
 
-def test_fixture_db_is_a_real_file(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """The shared server really writes its file: a second server on it sees the data."""
-    db: Path = tmp_path_factory.mktemp("second") / "memory.db"
-    with session(params_for(db)) as first:
-        first.ok("create_entities", {"entities": [entity("Durable", "t", "on disk")]})
-    assert db.exists() and db.stat().st_size > 0
-    with session(params_for(db)) as second:
-        assert text_json(second.ok("open_nodes", {"names": ["Durable"]}))["entities"] == [
-            entity("Durable", "t", "on disk")
-        ]
+def test_the_server_works_on_the_real_file_shared_with_other_processes(
+    mcp: Session, db_file: Path
+) -> None:
+    """What the server writes is in the file for another process, and the other way round."""
+    mcp.ok("create_entities", {"entities": [entity("Durable", "t", "on disk")]})
+    other = Store(db_file)
+    try:
+        assert other.open_nodes(["Durable"]).model_dump(by_alias=True) == {
+            "entities": [entity("Durable", "t", "on disk")],
+            "relations": [],
+        }
+        other.add_observations([ObservationAddition(entityName="Durable", contents=["2nd"])])
+    finally:
+        other.close()
+    assert text_json(mcp.ok("open_nodes", {"names": ["Durable"]}))["entities"] == [
+        entity("Durable", "t", "on disk", "2nd")
+    ]

@@ -272,6 +272,16 @@ def test_delete_entities_also_drops_relations_naming_a_never_created_entity(stor
     assert store.read_graph().relations == []  # as the official server: relations go by name
 
 
+def test_delete_entities_naming_one_entity_twice_does_not_report_it_missing(
+    store: Store,
+) -> None:
+    store.create_entities([E("A", "t"), E("B", "t")])
+    deleted, not_found = store.delete_entities(["A", "A", "B"])
+    assert not_found == []  # the official server: A was present, so it is not "not found"
+    assert sorted(set(deleted)) == ["A", "B"]
+    assert store.read_graph().entities == []
+
+
 def test_delete_entities_then_recreate_gives_a_clean_entity(store: Store) -> None:
     store.create_entities([E("A", "t", "old")])
     store.delete_entities(["A"])
