@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from mcp_session import Session, error_text, only_text, params_for, session, text_json
@@ -571,3 +572,42 @@ def test_the_server_works_on_the_real_file_shared_with_other_processes(
     assert text_json(mcp.ok("open_nodes", {"names": ["Durable"]}))["entities"] == [
         entity("Durable", "t", "on disk", "2nd")
     ]
+
+
+def test_input_over_a_limit_is_a_tool_error_naming_the_limit(mcp: Session) -> None:
+    result = mcp.call("create_entities", {"entities": [entity("n" * 1001, "t")]})
+    assert result.is_error
+    assert "MEMFTS_MAX_NAME_CHARS" in error_text(result)
+    assert mcp.ok("read_graph").structured_content == {"entities": [], "relations": []}
+
+
+def test_concurrent_calls_on_one_session_all_land(mcp: Session) -> None:
+    """Sync tools run in worker threads: the store must serialize them without losing any."""
+    mcp.ok("create_entities", {"entities": [entity("Hub", "t")]})
+
+    async def burst() -> list[Any]:
+        results: list[Any] = []
+
+        async def call(tool: str, arguments: dict[str, Any]) -> None:
+            results.append(await mcp.client.call_tool(tool, arguments))
+
+        async with anyio.create_task_group() as group:
+            for i in range(20):
+                group.start_soon(call, "create_entities", {"entities": [entity(f"E{i}", "t")]})
+                group.start_soon(
+                    call,
+                    "add_observations",
+                    {"observations": [{"entityName": "Hub", "contents": [f"obs {i}"]}]},
+                )
+                group.start_soon(call, "search_nodes", {"query": "obs"})
+        return results
+
+    results = mcp.run(burst)
+    assert len(results) == 60
+    assert [error_text(r) for r in results if r.is_error] == []
+    graph = mcp.ok("read_graph").structured_content
+    assert sorted(e["name"] for e in graph["entities"]) == sorted(
+        ["Hub", *(f"E{i}" for i in range(20))]
+    )
+    [hub] = [e for e in graph["entities"] if e["name"] == "Hub"]
+    assert sorted(hub["observations"]) == sorted(f"obs {i}" for i in range(20))
