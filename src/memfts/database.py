@@ -18,7 +18,9 @@ SQLite failure inside a transaction is rolled back and turned into an actionable
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import random
 import re
 import threading
@@ -80,13 +82,24 @@ def migrations(directory: Path | None = None) -> list[tuple[int, Path]]:
     return found
 
 
-def storage_error(exc: apsw.Error, path: Path) -> MemftsError | None:
+_NO_ROOM = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def storage_error(exc: apsw.Error, path: Path, os_errno: int = 0) -> MemftsError | None:
     """The actionable error for an SQLite failure, or None if it can only be a bug.
 
-    Callers have rolled back first, so every message may promise that nothing was written.
+    ``os_errno`` is the connection's last system error (``Connection.system_errno``): it tells
+    a full disk or a file-size limit (an I/O error to SQLite) from a failing one. Callers
+    have rolled back first, so every message may promise that nothing was written.
     """
     code = apsw.mapping_extended_result_codes.get(getattr(exc, "extendedresult", 0), "")
     detail = f"{exc} ({code})" if code else str(exc)
+    if os_errno:
+        detail += f": {os.strerror(os_errno)}"
+    if isinstance(exc, apsw.IOError) and os_errno in _NO_ROOM:
+        exc = apsw.FullError(str(exc))
+    if isinstance(exc, apsw.IOError) and os_errno == errno.EROFS:
+        exc = apsw.ReadOnlyError(str(exc))
     if isinstance(exc, apsw.BusyError):
         return StoreBusyError(
             f"the memory store {path} is busy: another process holds its lock ({detail}); "
@@ -272,8 +285,7 @@ class Database:
                 time.sleep(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 2, 0.1)
             except apsw.Error as exc:
-                self._rollback()
-                error = storage_error(exc, self.path)
+                error = self._storage_error(exc)
                 if error is None:
                     raise
                 raise error from exc
@@ -283,8 +295,7 @@ class Database:
         try:
             yield self.conn
         except apsw.Error as exc:
-            self._rollback()
-            error = storage_error(exc, self.path)
+            error = self._storage_error(exc)
             if error is None:
                 raise
             raise error from exc
@@ -311,6 +322,12 @@ class Database:
                 ) from None
             raise  # still open: _retry tries the COMMIT again
 
+    def _storage_error(self, exc: apsw.Error) -> MemftsError | None:
+        """Roll back, then name what went wrong (read errno first: the rollback may reset it)."""
+        os_errno = self.conn.system_errno
+        self._rollback()
+        return storage_error(exc, self.path, os_errno)
+
     def _rollback(self) -> None:
         """End the open transaction, if any, without hiding the error that ended it."""
         if self.conn.get_autocommit():
@@ -329,7 +346,7 @@ class Database:
             try:
                 row = self.conn.execute(f"PRAGMA wal_checkpoint({mode})").get
             except apsw.Error as exc:
-                error = storage_error(exc, self.path)
+                error = storage_error(exc, self.path, self.conn.system_errno)
                 if error is None:
                     raise
                 raise error from exc
@@ -339,13 +356,7 @@ class Database:
     def vacuum(self) -> None:
         """Rewrite the file without free pages."""
         with self._lock:
-            try:
-                self._retry(lambda: self.conn.execute("VACUUM"))
-            except apsw.Error as exc:
-                error = storage_error(exc, self.path)
-                if error is None:
-                    raise
-                raise error from exc
+            self._retry(lambda: self.conn.execute("VACUUM"))
 
     def close(self, wait_s: float = 30.0) -> None:
         """Close the connection, folding the WAL back into the database if no one else reads it.
