@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ import pytest
 from memfts.models import Entity, Relation
 from memfts.store import Store
 from memfts.transfer import (
+    ImportInterruptedError,
     JsonlSource,
     Problem,
     SqliteSource,
@@ -126,6 +129,47 @@ def test_batches_commit_as_they_go(store: Store, tmp_path: Path) -> None:
     c = result.counts  # type: ignore[attr-defined]
     assert (c.entities_added, c.observations_added, c.relations_added) == (2_500, 2_500, 2_499)
     assert store.search_nodes("2499").entities[0].name == "e2499"
+
+
+def test_a_failing_batch_keeps_the_ones_before_and_a_rerun_continues(tmp_path: Path) -> None:
+    import apsw
+
+    from memfts.store import Limits
+
+    db = tmp_path / "busy.db"
+    store = Store(db, Limits(busy_timeout_s=0.2))
+    blocker = apsw.Connection(str(db))
+    lines_read = 0
+
+    @contextmanager
+    def progress(label: str, total: int) -> Iterator[Callable[[int], None]]:
+        def advance(n: int) -> None:
+            nonlocal lines_read
+            lines_read += 1
+            if lines_read == 3:  # batch 1 (lines 1-2) is in: now another process holds the lock
+                blocker.execute("BEGIN IMMEDIATE")
+
+        yield advance
+
+    try:
+        with pytest.raises(ImportInterruptedError, match=r"stopped after adding 2 entities, 4 obs"):
+            import_file(store, OFFICIAL, progress=progress, batch_entities=2)
+        assert [e[0] for e in _graph(store)[0]] == ["Alice", "Acme Rockets"]
+        blocker.execute("ROLLBACK")
+        result, _ = _import(store, OFFICIAL)
+        assert result.counts.entities_added == 2 and result.counts.entities_skipped == 2  # type: ignore[attr-defined]
+    finally:
+        blocker.close()
+        store.close()
+
+
+def test_official_npm_release_file_without_final_newline(store: Store, tmp_path: Path) -> None:
+    # @modelcontextprotocol/server-memory 2026.8.31 on npm writes lines.join("\n"), no final \n
+    path = tmp_path / "memory.jsonl"
+    path.write_bytes(OFFICIAL.read_bytes().rstrip(b"\n"))
+    _, problems = _import(store, path)
+    assert problems == []
+    assert _graph(store)[1][-1] == ("Alice", "Café Crème", "visits")
 
 
 def test_long_line_is_reported_not_read_whole(

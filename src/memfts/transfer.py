@@ -51,6 +51,10 @@ class TransferError(MemftsError):
     """The input cannot be read as a memory graph at all (wrong format, unknown schema...)."""
 
 
+class ImportInterruptedError(MemftsError):
+    """A batch failed (disk full, busy...): the batches before it are in, the rest is not."""
+
+
 @dataclass(frozen=True)
 class Problem:
     """One input item that was not imported, and why."""
@@ -479,7 +483,15 @@ def import_file(
     def flush() -> None:
         nonlocal pending_observations
         if entities or relations:
-            result.counts += store.import_batch(entities, relations)
+            try:
+                result.counts += store.import_batch(entities, relations)
+            except MemftsError as exc:
+                c = result.counts
+                raise ImportInterruptedError(
+                    f"{exc}. The import stopped after adding {c.entities_added:,} entities, "
+                    f"{c.observations_added:,} observations and {c.relations_added:,} relations; "
+                    "run it again to continue (nothing is added twice)"
+                ) from exc
         entities.clear()
         relations.clear()
         pending_observations = 0
