@@ -62,12 +62,46 @@ class KnowledgeGraph(BaseModel):
     relations: list[Relation]
 
 
-class SearchResult(KnowledgeGraph):
+class SearchHit(BaseModel):
+    """An entity as search returns it: the official shape, plus snippets when asked for.
+
+    In compact mode ``observations`` is left out, so a model can scan many hits cheaply.
+    """
+
+    name: str
+    entityType: str
+    observations: list[str] | None = Field(
+        default=None, description="All observations, in order (left out in compact mode)"
+    )
+    snippets: list[str] | None = Field(
+        default=None,
+        description="The best-matching observation fragments, matched words in **bold**",
+    )
+
+
+class SearchResult(BaseModel):
     """A ranked page of a search: the official graph shape plus how many entities matched."""
 
+    entities: list[SearchHit]
+    relations: list[Relation] | None = Field(
+        default=None, description="Relations touching the returned entities (not in compact mode)"
+    )
     total: int = Field(
         description="How many entities matched in all; more than returned means raise `limit` "
         "or refine the query"
+    )
+    totalIsLowerBound: bool | None = Field(
+        default=None,
+        description="Present when the query's words are so common that matches were not all "
+        "counted: at least `total` matched",
+    )
+    correctedQuery: str | None = Field(
+        default=None,
+        description="Present when nothing matched the query as typed and these corrected words "
+        "were searched instead",
+    )
+    suggestions: list[str] | None = Field(
+        default=None, description="Indexed words close to query words that matched nothing"
     )
 
 

@@ -1,35 +1,46 @@
-"""User text -> safe FTS5 expressions.
+"""User text -> a parsed query -> safe FTS5 expressions.
 
-Nothing a user or a model types ever reaches ``MATCH`` as syntax: the text is split into
-words by the same tokenizer the index uses, and every word is re-quoted as an FTS5 string
-(``"word"``), so ``C++``, ``"unbalanced``, ``NEAR(``, ``-x``, ``a:b`` or SQL are just words.
+Nothing a user or a model types ever reaches ``MATCH`` as syntax. The text is parsed into
+:class:`Query` (words, phrases, ``OR``, ``-exclusions``, ``prefix*``, ``name:``/``type:``
+filters); anything that does not parse as syntax is read as plain words. Each word is then
+produced by the same tokenizer the index uses and re-quoted as an FTS5 string (``"word"``),
+so ``C++``, ``"unbalanced``, ``NEAR(``, ``-x``, ``a:b`` or SQL can only ever be words.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import re
+import unicodedata
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 
 import apsw
 
 TOKENIZER = ("unicode61", ["remove_diacritics", "2"])
 """Must match the ``tokenize=`` option of the word indexes in ``sql/001_schema.sql``."""
 
-MAX_QUERY_WORDS = 16
-"""Words past this many are ignored: a pasted page is not a query, and each word costs a lookup."""
-
-MIN_INFIX_LENGTH = 3
-"""Words at least this long also match inside longer words (``script`` finds ``TypeScript``).
-Shorter ones match at the start of a word only: a one-letter infix would match nearly everything
-(and the trigram index of words cannot look up fewer than three characters)."""
-
-MAX_INFIX_EXPANSIONS = 500
-"""Cap on the indexed words one partial word widens to, so one query stays one bounded lookup."""
-
 ENTITY_WEIGHTS = (10.0, 3.0)
 """bm25 column weights of (name, entity_type); an observation counts 1."""
 
 PARTIAL_MATCH_FACTOR = 0.5
 """A word start or infix hit scores this share of a whole-word hit, so whole words rank first."""
+
+MAX_QUERY_WORDS = 16
+"""Words past this many are ignored: a pasted page is not a query, and each word costs a lookup."""
+
+MIN_INFIX_LENGTH = 3
+"""Words at least this long also match the start or inside of longer words (``auth`` finds
+``authentication``, ``script`` finds ``TypeScript``). Shorter ones match whole words only
+(``js`` finds ``node.js``), unless written ``js*``: a one- or two-letter partial word matches
+nearly everything. CJK words are the exception: one or two characters are whole words there,
+so they are always looked up inside longer runs."""
+
+MAX_INFIX_EXPANSIONS = 64
+"""Cap on the indexed words one partial word widens to (closest first), so a query stays a
+bounded lookup."""
+
+SNIPPET_MARKS = ("**", "**")
+"""How snippets mark the words that matched."""
 
 Tokenize = Callable[[str], list[str]]
 
@@ -48,33 +59,192 @@ def make_tokenizer(conn: apsw.Connection, *, query: bool) -> Tokenize:
     return tokenize
 
 
-def query_words(tokenize: Tokenize, text: str) -> list[str]:
-    """The distinct words of a query, in order, at most :data:`MAX_QUERY_WORDS`."""
-    seen: dict[str, None] = {}
-    for word in tokenize(text):
-        seen.setdefault(word, None)
-        if len(seen) == MAX_QUERY_WORDS:
+def fold(text: str) -> str:
+    """Case-fold for exact comparisons (entity types): Unicode-aware, unlike SQL NOCASE."""
+    return unicodedata.normalize("NFC", text).casefold()
+
+
+_CJK = re.compile(
+    "[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u4dbf\u4e00-\u9fff"
+    "\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f\U00020000-\U0002fa1f]"
+)
+
+
+def has_cjk(word: str) -> bool:
+    """True if the word holds Chinese, Japanese or Korean characters (written without spaces)."""
+    return _CJK.search(word) is not None
+
+
+# ---- the parsed query ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Term:
+    """One thing to find: a word, or a phrase of consecutive words.
+
+    ``prefix`` (``word*``) matches word starts only, ``exact`` (a quoted phrase) whole words
+    only; otherwise a single word matches whole, at a word start or inside a word.
+    """
+
+    words: tuple[str, ...]
+    prefix: bool = False
+    exact: bool = False
+    name_only: bool = False
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.words)
+
+
+@dataclass(frozen=True)
+class Clause:
+    """Terms of which at least one must match (``a OR b``); usually just one."""
+
+    terms: tuple[Term, ...]
+
+
+@dataclass
+class Query:
+    required: list[Clause] = field(default_factory=list)
+    excluded: list[Clause] = field(default_factory=list)
+    entity_types: list[str] = field(default_factory=list)
+
+    @property
+    def words(self) -> list[str]:
+        return [w for c in self.required for t in c.terms for w in t.words]
+
+
+_PIECE = re.compile(
+    r"""
+    (?P<neg>-)?
+    (?:
+        (?P<field>name|type|entitytype):(?:"(?P<fquoted>[^"]*)"|(?P<fvalue>[^\s"]+))
+      | "(?P<phrase>[^"]*)"(?P<pstar>\*)?
+      | (?P<word>[^\s"]+)
+    )
+    """,
+    re.VERBOSE | re.IGNORECASE,
+)
+
+
+def parse(text: str, tokenize: Tokenize) -> Query:
+    """Read the query syntax; whatever is not syntax is plain words. Never raises."""
+    query = Query()
+    pending_or = False
+    negate_next = False
+    count = 0
+    for match in _PIECE.finditer(text.replace("\x00", " ")):
+        raw_word = match.group("word")
+        if raw_word in ("OR", "|"):
+            pending_or = bool(query.required)
+            continue
+        if raw_word == "AND":
+            continue
+        if raw_word == "NOT":
+            negate_next = True
+            continue
+        negative = bool(match.group("neg")) or negate_next
+        negate_next = False
+        term: Term | None = None
+        if match.group("field"):
+            value = (
+                match.group("fquoted")
+                if match.group("fquoted") is not None
+                else match.group("fvalue")
+            )
+            if match.group("field").lower() != "name":
+                if value.strip() and not negative:
+                    query.entity_types.append(value)
+                pending_or = False
+                continue
+            words = tuple(tokenize(value))
+            if words:
+                term = Term(words, exact=len(words) > 1, name_only=True)
+        elif match.group("phrase") is not None:
+            words = tuple(tokenize(match.group("phrase")))
+            if words:
+                term = Term(words, prefix=bool(match.group("pstar")), exact=True)
+        else:
+            star = raw_word.endswith("*")
+            words = tuple(tokenize(raw_word))
+            if len(words) == 1:
+                term = Term(words, prefix=star)
+            elif words:  # "node.js", "C++/CLI": several index words, each required
+                terms = [Term((w,)) for w in words[:-1]] + [Term((words[-1],), prefix=star)]
+                for extra in terms[:-1]:
+                    _add(query, extra, negative, or_with_previous=False)
+                term = terms[-1]
+                pending_or = False
+        if term is None:
+            pending_or = False
+            continue
+        count += len(term.words)
+        if count > MAX_QUERY_WORDS:
             break
-    return list(seen)
+        _add(query, term, negative, or_with_previous=pending_or)
+        pending_or = False
+    return query
 
 
-def quote(word: str) -> str:
-    """An FTS5 string literal: the word is taken as text, never as syntax."""
-    return '"' + word.replace('"', '""') + '"'
+def _add(query: Query, term: Term, negative: bool, *, or_with_previous: bool) -> None:
+    target = query.excluded if negative else query.required
+    if or_with_previous and target and not negative:
+        target[-1] = Clause((*target[-1].terms, term))
+    elif Clause((term,)) not in target:
+        target.append(Clause((term,)))
 
 
-def exact_expression(word: str) -> str:
-    """Matches the whole word."""
-    return quote(word)
+# ---- FTS5 expressions ------------------------------------------------------------------------
 
 
-def partial_expression(word: str, containing: Iterable[str]) -> str:
-    """Matches words starting with ``word`` plus the given indexed words that contain it."""
-    return " OR ".join([quote(word) + "*", *(quote(t) for t in containing)])
+def quote(text: str) -> str:
+    """An FTS5 string literal: the text is taken as words, never as syntax."""
+    return '"' + text.replace('"', '""') + '"'
 
 
-def infix_probe(word: str) -> str | None:
-    """Trigram query finding indexed words that contain ``word``, or None if too short."""
-    if len(word) < MIN_INFIX_LENGTH:
-        return None
-    return quote(word)
+def whole_expression(term: Term) -> str:
+    """Matches the term as whole words (a phrase for several words; ``word*`` if prefix)."""
+    return quote(term.text) + ("*" if term.prefix else "")
+
+
+def any_of_expression(words: Iterable[str]) -> str:
+    """Matches any of the given whole words."""
+    return " OR ".join(quote(w) for w in words)
+
+
+def trigrams(word: str) -> list[str]:
+    """The distinct 3-character windows of a word, for finding similarly spelled words."""
+    return list(dict.fromkeys(word[i : i + 3] for i in range(len(word) - 2)))
+
+
+def edit_distance(a: str, b: str, cap: int) -> int:
+    """Optimal-string-alignment distance (a swap of neighbours counts one), stopping past cap."""
+    if abs(len(a) - len(b)) > cap:
+        return cap + 1
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            cost = ca != cb
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                current[j] = min(current[j], previous2[j - 2] + 1)
+        if min(current) > cap:
+            return cap + 1
+        previous2, previous = previous, current
+    return previous[-1]
+
+
+def typo_budget(word: str) -> int:
+    """How many edits a word may be from a suggestion: short words need closer matches."""
+    return 1 if len(word) <= 6 else 2
+
+
+def corrected_text(query: Query, corrections: dict[str, str]) -> str:
+    """The query's words with corrections applied, for saying what was searched."""
+    return " ".join(corrections.get(w, w) for w in query.words)
+
+
+def dedupe(items: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(items))

@@ -47,13 +47,19 @@ READ = ToolAnnotations(
 
 SEARCH_DESCRIPTION = """\
 Search for nodes in the knowledge graph based on a query.
-Ranked full-text search over entity names (weighted highest), entity types and observations; \
-best matches first. Every word of the query must appear somewhere in an entity (any field, any \
-order); whole words rank above word starts and words inside longer words ("script" finds \
-"TypeScript"). If no entity has every word, entities with the most words are returned. \
-Case and accents are ignored. Returns at most `limit` entities (default 20) and the relations \
-touching them; `total` says how many entities matched in all. An empty query lists the most \
-recently changed entities."""
+Ranked full-text search (bm25) over entity names (weighted highest), entity types and \
+observations; best matches first, at most `limit` (default 20), with `total` saying how many \
+matched. Every word must appear somewhere in an entity (any field, any order); whole words rank \
+above word starts and words inside longer words ("auth" finds "authentication", "script" finds \
+"TypeScript"). If no entity has every word, those with the most words come back. Case and \
+accents are ignored; Chinese/Japanese/Korean words are found inside longer runs. A query that \
+finds nothing because of a typo is retried with the closest indexed words (`correctedQuery`).
+Syntax (optional; anything else is plain words): "exact phrase", -exclude, word1 OR word2, \
+prefix*, name:word (names only), type:person (entity type filter).
+`snippets: true` adds the best-matching observation fragments per entity (matches in **bold**); \
+`compact: true` returns only names, types and snippets (cheap to scan; then open_nodes); \
+`depth` 1-2 also returns entities related to the hits, after them. An empty query lists the \
+most recently changed entities."""
 
 T = TypeVar("T")
 
@@ -68,12 +74,12 @@ def _result(text_of: Any, structured: BaseModel) -> CallToolResult:
     text = text_of if isinstance(text_of, str) else _json(text_of)
     return CallToolResult(
         content=[TextContent(type="text", text=text)],
-        structured_content=structured.model_dump(mode="json", by_alias=True),
+        structured_content=structured.model_dump(mode="json", by_alias=True, exclude_none=True),
     )
 
 
-def _graph_result(graph: KnowledgeGraph) -> CallToolResult:
-    return _result(graph.model_dump(mode="json", by_alias=True), graph)
+def _graph_result(graph: KnowledgeGraph | SearchResult) -> CallToolResult:
+    return _result(graph.model_dump(mode="json", by_alias=True, exclude_none=True), graph)
 
 
 def _run(call: Callable[..., T], *args: Any) -> T:
@@ -207,8 +213,32 @@ def build_server(store: Store) -> MCPServer:
             str | None,
             Field(description="Only return entities of this type (case-insensitive)"),
         ] = None,
+        snippets: Annotated[
+            bool, Field(description="Add the best-matching observation fragments per entity")
+        ] = False,
+        compact: Annotated[
+            bool,
+            Field(
+                description="Return only names, types and snippets: no observations, no relations"
+            ),
+        ] = False,
+        depth: Annotated[
+            int,
+            Field(
+                ge=0,
+                le=2,
+                description="Also return entities this many relation hops "
+                "from the hits, ranked after them",
+            ),
+        ] = 0,
     ) -> Annotated[CallToolResult, SearchResult]:
-        return _graph_result(_run(store.search_nodes, query, limit, entityType))
+        return _graph_result(
+            _run(
+                lambda: store.search_nodes(
+                    query, limit, entityType, snippets=snippets, compact=compact, depth=depth
+                )
+            )
+        )
 
     @mcp.tool(
         title="Open Nodes",

@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import apsw
@@ -33,6 +33,7 @@ from memfts.models import (
     ObservationAddition,
     ObservationDeletion,
     Relation,
+    SearchHit,
     SearchResult,
     StoreStats,
 )
@@ -55,10 +56,10 @@ class Limits:
     def from_env(cls, environ: dict[str, str] | None = None) -> Limits:
         env = os.environ if environ is None else environ
         values: dict[str, float] = {}
-        for name, field in cls.__dataclass_fields__.items():
+        for name, spec in cls.__dataclass_fields__.items():
             raw = env.get(f"MEMFTS_{name.upper()}")
             if raw is not None:
-                kind = float if field.type == "float" else int
+                kind = float if spec.type == "float" else int
                 try:
                     values[name] = kind(raw)
                 except ValueError:
@@ -68,8 +69,21 @@ class Limits:
         return cls(**values)  # type: ignore[arg-type]
 
 
+COMMON_CLAUSE_ROWS = 4_000
+"""Rows past which a query word is too common to rank on; see :meth:`Store._ranked`."""
+
+SNIPPETS_PER_ENTITY = 3
+
+FLAT_SCORE = -1.0
+"""Score of an infix hit before its discount; whole-word bm25 scores run about -3 to -15."""
+
 KNOWN_WORDS_CACHE = 200_000
 """Most words one process remembers as already in ``search_terms`` (about 15 MB)."""
+
+
+def _fold_sql(*args: apsw.SQLiteValue) -> apsw.SQLiteValue:
+    (value,) = args
+    return search.fold(value) if isinstance(value, str) else value
 
 
 def _now_us() -> int:
@@ -90,6 +104,71 @@ def _insert_observations(db: apsw.Connection, entity_id: int, contents: Iterable
     ]
 
 
+@dataclass
+class _Ranking:
+    """Entity ids in rank order and what the search found out on the way."""
+
+    ids: list[int]
+    total: int
+    lower_bound: bool = False
+    corrected: str | None = None
+    suggestions: list[str] = field(default_factory=list)
+
+
+_ARM_TABLES = {
+    # table: (the entity id of a hit, what to select from, its bm25 call)
+    "entities_fts": ("entities_fts.rowid", "entities_fts", "bm25(entities_fts, ?, ?)"),
+    "observations_fts": (
+        "o.entity_id",
+        "observations_fts JOIN observations o ON o.id = observations_fts.rowid",
+        "bm25(observations_fts)",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class _Arm:
+    """One FTS5 lookup contributing to a clause: a table, a safe expression and its weight."""
+
+    table: str
+    match: str
+    factor: float
+    scored: bool = True
+    """False for infix expansions: an OR of many words, where bm25 would first count the
+    matches of every one of them; a flat score keeps such an arm cheap."""
+
+    @property
+    def entity_sql(self) -> str:
+        return _ARM_TABLES[self.table][0]
+
+    @property
+    def from_sql(self) -> str:
+        return _ARM_TABLES[self.table][1]
+
+    def scored_sql(self) -> str:
+        """``(entity_id, clause, score)`` rows; binds the clause index, then :meth:`params`."""
+        if not self.scored:
+            return (
+                f"SELECT * FROM (SELECT {self.entity_sql}, ?, ? * {FLAT_SCORE} "
+                f"FROM {self.from_sql} WHERE {self.table} MATCH ? LIMIT {COMMON_CLAUSE_ROWS})"
+            )
+        return (
+            f"SELECT {self.entity_sql}, ?, ? * {_ARM_TABLES[self.table][2]} FROM {self.from_sql} "
+            f"WHERE {self.table} MATCH ?"
+        )
+
+    def params(self) -> list[object]:
+        scored = self.scored and self.table == "entities_fts"
+        weights = list(search.ENTITY_WEIGHTS) if scored else []
+        return [self.factor, *weights, self.match]
+
+
+@dataclass(frozen=True)
+class _Sql:
+    sql: str
+    params: list[object]
+
+
 class Store:
     """The memory graph in one SQLite file. Safe to share between processes.
 
@@ -105,6 +184,15 @@ class Store:
         self._query_words = search.make_tokenizer(self._db.conn, query=True)
         self._document_words = search.make_tokenizer(self._db.conn, query=False)
         self._known_words: set[str] = set()
+        conn = self._db.conn
+        # Unicode case folding for entity types (SQL's NOCASE folds ASCII only), and the word
+        # statistics typo suggestions rank by; both live on this connection only, not in the file.
+        conn.create_scalar_function("memfts_fold", _fold_sql, 1, deterministic=True)
+        for table in ("observations", "entities"):
+            conn.execute(
+                f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.{table}_vocab "
+                f"USING fts5vocab(main, {table}_fts, row)"
+            )
 
     def close(self) -> None:
         self._db.close()
@@ -240,14 +328,17 @@ class Store:
         Returns ``(deleted, not_found)``, each in the order given.
         """
         self._check_batch("names", names)
-        deleted: list[str] = []
-        not_found: list[str] = []
+        present: dict[str, bool] = {}
         with self._write() as db:
-            for name in names:
-                gone = db.execute("DELETE FROM entities WHERE name = ? RETURNING id", (name,)).get
+            for name in dict.fromkeys(names):
+                present[name] = (
+                    db.execute("DELETE FROM entities WHERE name = ? RETURNING id", (name,)).get
+                    is not None
+                )
                 # relations go even when the entity never existed: they named it, it is gone
                 db.execute("DELETE FROM relations WHERE from_name = ?1 OR to_name = ?1", (name,))
-                (deleted if gone is not None else not_found).append(name)
+        deleted = [n for n in names if present[n]]
+        not_found = [n for n in names if not present[n]]
         return deleted, not_found
 
     def delete_observations(
@@ -266,12 +357,14 @@ class Store:
                 if entity_id is None:
                     missing.append(d.entityName)
                     continue
-                before = db.total_changes()
-                db.executemany(
-                    "DELETE FROM observations WHERE entity_id = ? AND content = ?",
-                    ((entity_id, content) for content in d.observations),
+                removed = sum(
+                    db.execute(
+                        "DELETE FROM observations WHERE entity_id = ? AND content = ? RETURNING id",
+                        (entity_id, content),
+                    ).get
+                    is not None
+                    for content in dict.fromkeys(d.observations)
                 )
-                removed = db.total_changes() - before
                 if removed:
                     count += removed
                     db.execute("UPDATE entities SET updated_at = ? WHERE id = ?", (now, entity_id))
@@ -387,110 +480,381 @@ class Store:
             return KnowledgeGraph(entities=entities, relations=self._relations_of(db, entities))
 
     def search_nodes(
-        self, query: str, limit: int = 20, entity_type: str | None = None
+        self,
+        query: str,
+        limit: int = 20,
+        entity_type: str | None = None,
+        *,
+        snippets: bool = False,
+        compact: bool = False,
+        depth: int = 0,
     ) -> SearchResult:
-        """Ranked full-text search; see ``search.py`` for how text becomes a query.
+        """Ranked full-text search; ``search.py`` says how text becomes a query.
 
         Entities containing every word of the query (in any field, any order, as a whole
         word, a word start, or inside a longer word) come first, best bm25 first; if no
         entity has them all, entities with some of the words, most words first. An empty
-        query lists the most recently changed entities.
+        query lists the most recently changed entities. ``snippets`` adds the matching
+        fragments; ``compact`` returns names, types and snippets only; ``depth`` (0-2) adds
+        the entities related to the hits, after them.
         """
         if limit < 1 or limit > self.limits.max_search_limit:
             raise InputTooLargeError(
                 f"limit must be between 1 and {self.limits.max_search_limit}, not {limit}"
             )
+        if depth not in (0, 1, 2):
+            raise InputTooLargeError(f"depth must be 0, 1 or 2, not {depth}")
+        parsed = search.parse(query, self._query_words)
+        types = [search.fold(t) for t in (entity_type, *parsed.entity_types) if t and t.strip()]
         with self._read() as db:
-            if not query.strip():
-                ids, total = self._recent(db, limit, entity_type)
+            if parsed.required:
+                ranking = self._ranked(db, parsed, limit, types)
+                if ranking.total == 0:
+                    ranking = self._corrected(db, parsed, limit, types) or ranking
+            elif query.strip() and not (parsed.excluded or types):
+                ranking = _Ranking([], 0)  # only punctuation: nothing to look for
             else:
-                ids, total = self._ranked(db, query, limit, entity_type)
-            by_id = dict(zip(sorted(ids), self._entities(db, ids), strict=True))
+                ranking = self._recent(db, parsed, limit, types)
+            ids = ranking.ids + self._neighbours(db, ranking.ids, depth, limit)
+            by_id = self._entities_by_id(db, ids)
             entities = [by_id[i] for i in ids]
+            fragments = (
+                self._snippets(db, parsed, ids) if (snippets or compact) and parsed.required else {}
+            )
+            hits = [
+                SearchHit(
+                    name=e.name,
+                    entityType=e.entityType,
+                    observations=None if compact else e.observations,
+                    snippets=fragments.get(entity_id, []) if (snippets or compact) else None,
+                )
+                for entity_id, e in zip(ids, entities, strict=True)
+            ]
             return SearchResult(
-                entities=entities, relations=self._relations_of(db, entities), total=total
+                entities=hits,
+                relations=None if compact else self._relations_of(db, entities),
+                total=ranking.total,
+                totalIsLowerBound=ranking.lower_bound or None,
+                correctedQuery=ranking.corrected,
+                suggestions=ranking.suggestions or None,
             )
 
     def _recent(
-        self, db: apsw.Connection, limit: int, entity_type: str | None
-    ) -> tuple[list[int], int]:
+        self, db: apsw.Connection, parsed: search.Query, limit: int, types: list[str]
+    ) -> _Ranking:
+        """The most recently changed entities, filtered by type and exclusions."""
+        excluded = self._excluded_sql(parsed)
+        where = f"WHERE {self._type_sql(types)} AND id NOT IN ({excluded.sql})"
+        params = (*types, *excluded.params)
         ids = [
             row_id
             for (row_id,) in db.execute(
-                "SELECT id FROM entities WHERE ?1 IS NULL OR entity_type = ?1 COLLATE NOCASE "
-                "ORDER BY updated_at DESC, id DESC LIMIT ?2",
-                (entity_type, limit),
+                f"SELECT id FROM entities {where} ORDER BY updated_at DESC, id DESC LIMIT ?",
+                (*params, limit),
             )
         ]
-        total = db.execute(
-            "SELECT count(*) FROM entities WHERE ?1 IS NULL OR entity_type = ?1 COLLATE NOCASE",
-            (entity_type,),
-        ).get
-        return ids, int(total)
+        total = db.execute(f"SELECT count(*) FROM entities {where}", params).get
+        return _Ranking(ids, int(total))
 
     def _ranked(
-        self, db: apsw.Connection, query: str, limit: int, entity_type: str | None
-    ) -> tuple[list[int], int]:
-        words = search.query_words(self._query_words, query)
-        if not words:
-            return [], 0
-        arms: list[str] = []
+        self, db: apsw.Connection, parsed: search.Query, limit: int, types: list[str]
+    ) -> _Ranking:
+        """bm25 over every arm of every clause, aggregated per entity.
+
+        A clause matching more than :data:`COMMON_CLAUSE_ROWS` rows is too common to filter or
+        rank on (its bm25 weight is near zero, and scoring it costs a pass over all its
+        rows): it is dropped when the query has rarer clauses, and otherwise the most recent
+        of its matches are returned, with ``total`` a lower bound.
+        """
+        arms = [(i, self._arms(db, clause)) for i, clause in enumerate(parsed.required)]
+        # infix arms are left out of the estimate: probing them costs a lookup per word they
+        # widen to, and a clause is common through its whole words or word starts anyway
+        sizes = [
+            sum(self._probe(db, arm) for arm in clause_arms if arm.scored)
+            for _, clause_arms in arms
+        ]
+        rare = [(i, clause_arms) for i, clause_arms in arms if sizes[i] <= COMMON_CLAUSE_ROWS]
+        # words that matched nothing, not even inside other words: candidates for "did you mean"
+        empty_words = [
+            w
+            for (i, clause_arms), size in zip(arms, sizes, strict=True)
+            if size == 0 and all(arm.scored for arm in clause_arms)
+            for t in parsed.required[i].terms
+            for w in t.words
+        ]
+        if not rare:
+            return self._recent_matches(db, parsed, arms, sizes, limit, types)
+        selects: list[str] = []
         params: list[object] = []
-        for index, word in enumerate(words):
-            containing = self._words_containing(db, word)
-            for expression, factor in (
-                (search.exact_expression(word), 1.0),
-                (search.partial_expression(word, containing), search.PARTIAL_MATCH_FACTOR),
-            ):
-                arms.append(
-                    "SELECT rowid, ?, ? * bm25(entities_fts, ?, ?) FROM entities_fts "
-                    "WHERE entities_fts MATCH ?"
-                )
-                params += [index, factor, *search.ENTITY_WEIGHTS, expression]
-                arms.append(
-                    "SELECT o.entity_id, ?, ? * bm25(observations_fts) FROM observations_fts "
-                    "JOIN observations o ON o.id = observations_fts.rowid "
-                    "WHERE observations_fts MATCH ?"
-                )
-                params += [index, factor, expression]
+        for index, (_, clause_arms) in enumerate(rare):
+            for arm in clause_arms:
+                selects.append(arm.scored_sql())
+                params += [index, *arm.params()]
+        excluded = self._excluded_sql(parsed)
         sql = (
-            "WITH hits(entity_id, word, score) AS (" + " UNION ALL ".join(arms) + "), "
-            "per_word AS (SELECT entity_id, word, min(score) AS score FROM hits "
-            "GROUP BY entity_id, word), "
-            "per_entity AS (SELECT entity_id, count(*) AS words, sum(score) AS score "
-            "FROM per_word GROUP BY entity_id) "
-            "SELECT p.entity_id, p.words, count(*) OVER (PARTITION BY p.words), count(*) OVER () "
-            "FROM per_entity p JOIN entities e ON e.id = p.entity_id "
-            "WHERE ? IS NULL OR e.entity_type = ? COLLATE NOCASE "
-            "ORDER BY p.words DESC, p.score, p.entity_id DESC LIMIT ?"
+            "WITH hits(entity_id, clause, score) AS MATERIALIZED ("
+            + " UNION ALL ".join(selects)
+            + "), "
+            "per_clause AS (SELECT entity_id, clause, min(score) AS score FROM hits "
+            "GROUP BY entity_id, clause), "
+            "per_entity AS (SELECT entity_id, count(*) AS clauses, sum(score) AS score "
+            "FROM per_clause GROUP BY entity_id) "
+            "SELECT p.entity_id, p.clauses, count(*) OVER (PARTITION BY p.clauses), "
+            "count(*) OVER () FROM per_entity p JOIN entities e ON e.id = p.entity_id "
+            f"WHERE {self._type_sql(types, 'e.')} AND p.entity_id NOT IN ({excluded.sql}) "
+            "ORDER BY p.clauses DESC, p.score, p.entity_id DESC LIMIT ?"
         )
         rows: list[tuple[int, int, int, int]] = db.execute(  # type: ignore[assignment]
-            sql, (*params, entity_type, entity_type, limit)
+            sql, (*params, *types, *excluded.params, limit)
         ).fetchall()
+        suggestions = self._suggestions(db, empty_words)
         if not rows:
-            return [], 0
+            return _Ranking([], 0, suggestions=suggestions)
         best = rows[0][1]
-        if best == len(words):  # some entities have every word: they are the answer
-            return [r[0] for r in rows if r[1] == best], rows[0][2]
-        return [r[0] for r in rows], rows[0][3]
+        if best == len(rare):  # some entities have every clause: they are the answer
+            return _Ranking(
+                [r[0] for r in rows if r[1] == best], rows[0][2], suggestions=suggestions
+            )
+        return _Ranking([r[0] for r in rows], rows[0][3], suggestions=suggestions)
 
-    def _words_containing(self, db: apsw.Connection, word: str) -> list[str]:
-        """Indexed words containing ``word`` past its first letter (word starts use ``word*``)."""
-        probe = search.infix_probe(word)
-        if probe is None:
-            return []
-        return [
+    def _recent_matches(
+        self,
+        db: apsw.Connection,
+        parsed: search.Query,
+        arms: list[tuple[int, list[_Arm]]],
+        sizes: list[int],
+        limit: int,
+        types: list[str],
+    ) -> _Ranking:
+        """For a query of only very common words: the latest matches of the rarest clause,
+        whole-word hits in names first, then in observations, then partial-word hits."""
+        rarest = min(range(len(arms)), key=lambda i: sizes[i])
+        excluded = self._excluded_sql(parsed)
+        found: dict[int, None] = {}
+        window = max(4 * limit, 200)
+        for arm in sorted(arms[rarest][1], key=lambda a: (-a.factor, a.table != "entities_fts")):
+            rows = db.execute(
+                f"SELECT e.id FROM {arm.from_sql} JOIN entities e ON e.id = {arm.entity_sql} "
+                f"WHERE {arm.table} MATCH ? AND {self._type_sql(types, 'e.')} AND e.id NOT IN "
+                f"({excluded.sql}) ORDER BY {arm.table}.rowid DESC LIMIT ?",
+                (arm.match, *types, *excluded.params, window),
+            )
+            for (entity_id,) in rows:
+                found.setdefault(entity_id, None)
+            if len(found) >= limit:
+                break
+        ids = list(found)[:limit]
+        return _Ranking(ids, max(len(found), sizes[rarest]), lower_bound=True)
+
+    def _corrected(
+        self, db: apsw.Connection, parsed: search.Query, limit: int, types: list[str]
+    ) -> _Ranking | None:
+        """Nothing matched: search again with misspelled words replaced by indexed ones."""
+        corrections = {
+            w: s
+            for w in dict.fromkeys(parsed.words)
+            if (s := self._closest_word(db, w)) is not None
+        }
+        if not corrections:
+            return None
+        fixed = search.Query(
+            required=[
+                search.Clause(
+                    tuple(
+                        search.Term(
+                            tuple(corrections.get(w, w) for w in t.words),
+                            t.prefix,
+                            t.exact,
+                            t.name_only,
+                        )
+                        for t in c.terms
+                    )
+                )
+                for c in parsed.required
+            ],
+            excluded=parsed.excluded,
+        )
+        ranking = self._ranked(db, fixed, limit, types)
+        ranking.corrected = search.corrected_text(parsed, corrections)
+        ranking.suggestions = list(dict.fromkeys(corrections.values()))
+        return ranking
+
+    def _suggestions(self, db: apsw.Connection, words: list[str]) -> list[str]:
+        return search.dedupe([s for w in words if (s := self._closest_word(db, w)) is not None])
+
+    def _closest_word(self, db: apsw.Connection, word: str) -> str | None:
+        """The indexed word closest in spelling to an unknown ``word``, if close enough."""
+        grams = search.trigrams(word)
+        if not grams or db.execute("SELECT 1 FROM search_terms WHERE term = ?", (word,)).get:
+            return None
+        budget = search.typo_budget(word)
+        candidates = [
             term
             for (term,) in db.execute(
                 "SELECT term FROM search_terms WHERE id IN (SELECT rowid FROM search_terms_trigram "
-                "WHERE search_terms_trigram MATCH ?) AND substr(term, 1, ?) != ? "
-                "ORDER BY length(term) LIMIT ?",
-                (probe, len(word), word, search.MAX_INFIX_EXPANSIONS),
+                "WHERE search_terms_trigram MATCH ? ORDER BY rank LIMIT 200)",
+                (" OR ".join(search.quote(g) for g in grams),),
             )
         ]
+        scored = [
+            (d, -self._document_frequency(db, term), term)
+            for term in candidates
+            if (d := search.edit_distance(word, term, budget)) <= budget
+        ]
+        scored = [s for s in scored if s[1] < 0]  # a word no entity uses any more is no help
+        return min(scored)[2] if scored else None
+
+    def _document_frequency(self, db: apsw.Connection, term: str) -> int:
+        return int(
+            db.execute(
+                "SELECT coalesce((SELECT doc FROM temp.observations_vocab WHERE term = ?1), 0) "
+                "+ coalesce((SELECT doc FROM temp.entities_vocab WHERE term = ?1), 0)",
+                (term,),
+            ).get
+        )
+
+    def _arms(self, db: apsw.Connection, clause: search.Clause) -> list[_Arm]:
+        """The FTS lookups answering one clause: whole words, then partial words at a discount."""
+        arms: list[_Arm] = []
+        for term in clause.terms:
+            tables = ("entities_fts",) if term.name_only else ("entities_fts", "observations_fts")
+            column = "name : " if term.name_only else ""
+            expressions = [(search.whole_expression(term), 1.0, True)]
+            if len(term.words) == 1 and not (term.exact or term.prefix):
+                containing = self._words_containing(db, term.words[0])
+                if containing:
+                    expressions.append(
+                        (search.any_of_expression(containing), search.PARTIAL_MATCH_FACTOR, False)
+                    )
+            for expression, factor, scored in expressions:
+                for table in tables:
+                    arms.append(_Arm(table, f"{column}({expression})", factor, scored))
+        return arms
+
+    def _probe(self, db: apsw.Connection, arm: _Arm) -> int:
+        """How many rows an arm matches, counting no further than just past the common bound."""
+        return int(
+            db.execute(
+                f"SELECT count(*) FROM (SELECT 1 FROM {arm.table} WHERE {arm.table} MATCH ? "
+                "LIMIT ?)",
+                (arm.match, COMMON_CLAUSE_ROWS + 1),
+            ).get
+        )
+
+    def _excluded_sql(self, parsed: search.Query) -> _Sql:
+        """A subquery of the ids of entities matching any ``-excluded`` term."""
+        selects = ["SELECT NULL WHERE 0"]
+        params: list[object] = []
+        for clause in parsed.excluded:
+            for term in clause.terms:
+                column = "name : " if term.name_only else ""
+                match = f"{column}({search.whole_expression(term)})"
+                selects.append("SELECT rowid FROM entities_fts WHERE entities_fts MATCH ?")
+                params.append(match)
+                if not term.name_only:
+                    selects.append(
+                        "SELECT o.entity_id FROM observations_fts JOIN observations o "
+                        "ON o.id = observations_fts.rowid WHERE observations_fts MATCH ?"
+                    )
+                    params.append(match)
+        return _Sql(" UNION ".join(selects), params)
+
+    @staticmethod
+    def _type_sql(types: list[str], prefix: str = "") -> str:
+        """A condition keeping entities of every given (folded) type: all must agree."""
+        return " AND ".join([f"memfts_fold({prefix}entity_type) = ?" for _ in types] or ["1"])
+
+    def _words_containing(self, db: apsw.Connection, word: str) -> list[str]:
+        """Indexed words that start with or contain ``word`` (not ``word`` itself): those
+        starting with it first, then the shortest, at most :data:`search.MAX_INFIX_EXPANSIONS`.
+
+        Read from the vocabulary table rather than with an FTS ``word*`` query: a prefix query
+        merges the lists of every word with that prefix, which is slow for short prefixes.
+        """
+        cap = search.MAX_INFIX_EXPANSIONS
+        if len(word) < search.MIN_INFIX_LENGTH and not search.has_cjk(word):
+            return []
+        starting = [
+            term
+            for (term,) in db.execute(
+                "SELECT term FROM search_terms WHERE term > ?1 AND term < ?1 || char(1114111) "
+                "ORDER BY length(term), term LIMIT ?2",
+                (word, cap),
+            )
+        ]
+        if len(word) >= search.MIN_INFIX_LENGTH:
+            rows = db.execute(
+                "SELECT term FROM search_terms WHERE id IN (SELECT rowid FROM search_terms_trigram "
+                "WHERE search_terms_trigram MATCH ?) AND substr(term, 1, ?) != ? "
+                "ORDER BY length(term), term LIMIT ?",
+                (search.quote(word), len(word), word, cap - len(starting)),
+            )
+        else:  # one or two CJK characters: too short for the trigram index, scan the words
+            rows = db.execute(
+                "SELECT term FROM search_terms WHERE instr(term, ?) > 1 "
+                "ORDER BY length(term), term LIMIT ?",
+                (word, cap - len(starting)),
+            )
+        return starting + [term for (term,) in rows]
+
+    def _snippets(
+        self, db: apsw.Connection, parsed: search.Query, ids: list[int]
+    ) -> dict[int, list[str]]:
+        """Up to :data:`SNIPPETS_PER_ENTITY` best-matching observation fragments per entity."""
+        expression = " OR ".join(
+            f"({arm.match})"
+            for clause in parsed.required
+            for arm in self._arms(db, clause)
+            if arm.table == "observations_fts"
+        )
+        if not expression:
+            return {}
+        start, end = search.SNIPPET_MARKS
+        found: dict[int, list[str]] = {}
+        for entity_id in ids:
+            # CROSS JOIN keeps this order: the entity's observations first, then one FTS lookup
+            # by rowid each, instead of walking every match in the index.
+            found[entity_id] = [
+                fragment
+                for (fragment,) in db.execute(
+                    "SELECT snippet(observations_fts, 0, ?, ?, '…', 16) FROM observations o "
+                    "CROSS JOIN observations_fts ON observations_fts.rowid = o.id "
+                    "WHERE o.entity_id = ? AND observations_fts MATCH ? "
+                    "ORDER BY bm25(observations_fts) LIMIT ?",
+                    (start, end, entity_id, expression, SNIPPETS_PER_ENTITY),
+                )
+            ]
+        return found
+
+    def _neighbours(self, db: apsw.Connection, ids: list[int], depth: int, limit: int) -> list[int]:
+        """Entities related to ``ids`` within ``depth`` hops, nearest first, at most ``limit``."""
+        seen = set(ids)
+        frontier = ids
+        found: list[int] = []
+        for _ in range(depth):
+            if not frontier or len(found) >= limit:
+                break
+            rows = db.execute(
+                "WITH names(name) AS (SELECT name FROM entities "
+                "WHERE id IN (SELECT value FROM json_each(?1))), "
+                "linked(name, rid) AS (SELECT to_name, r.id FROM relations r JOIN names "
+                "ON r.from_name = names.name UNION ALL SELECT from_name, r.id FROM relations r "
+                "JOIN names ON r.to_name = names.name) "
+                "SELECT e.id FROM linked JOIN entities e ON e.name = linked.name "
+                "GROUP BY e.id ORDER BY min(linked.rid)",
+                (json.dumps(frontier),),
+            )
+            frontier = [r for (r,) in rows if r not in seen]
+            seen.update(frontier)
+            found += frontier
+        return found[:limit]
 
     def _entities(self, db: apsw.Connection, ids: Sequence[int] | None) -> list[Entity]:
         """Entities by id (all when ``ids`` is None) in creation order, observations in order."""
+        return list(self._entities_by_id(db, ids).values())
+
+    def _entities_by_id(self, db: apsw.Connection, ids: Sequence[int] | None) -> dict[int, Entity]:
+        """Like :meth:`_entities`, keyed by id."""
         params: tuple[str, ...]
         where, params = "", ()
         if ids is not None:
@@ -507,10 +871,10 @@ class Store:
             params,
         ):
             observations[entity_id].append(content)
-        return [
-            Entity.model_construct(name=name, entityType=etype, observations=observations[eid])
+        return {
+            eid: Entity.model_construct(name=name, entityType=etype, observations=observations[eid])
             for eid, name, etype in rows
-        ]
+        }
 
     def _relations_of(self, db: apsw.Connection, entities: Sequence[Entity]) -> list[Relation]:
         """Relations with either endpoint among ``entities``, in creation order."""
