@@ -353,6 +353,13 @@ UPGRADE_BREAKS = (
     "connection pooling",
     "type stubs",
 )
+INFIXES = _split(
+    """script sql house alchemy orm wright darkly duty genie qube query shift flake cloak smith
+    nail boarding bend base watch dog pack build wind hook ization entication orization potency
+    ciliation duplication sson mura gaard bernetes gres stream limit serial"""
+)
+"""Inner pieces people type to find a longer word: ``script`` for TypeScript, ``sql`` for
+PostgreSQL. Those that are a whole word somewhere in the corpus are skipped."""
 CONCERNS = (
     "authentication",
     "authorization",
@@ -367,7 +374,7 @@ CONCERNS = (
 MODULE_KINDS = ("handlers", "models", "views", "tasks", "client")
 SECRET_STORES = ("Vault", "AWS Secrets Manager", "a Kubernetes secret", "the .env file")
 CONFIG_DEFAULTS = ("empty", "localhost", "30", "true", "info")
-SETUP_STEPS = ("migrations", "the seed script", "load tests")
+SETUP_STEPS = ("migrations", "the seeding job", "load tests")
 FOODS = (
     "ramen",
     "tacos",
@@ -915,18 +922,16 @@ def words(text: str) -> list[str]:
     ]
 
 
+_CJK = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+"""Hiragana, katakana and CJK ideographs."""
+
+
 def is_cjk(ch: str) -> bool:
-    code = ord(ch)
-    return (
-        0x3040 <= code <= 0x30FF
-        or 0x3400 <= code <= 0x4DBF
-        or 0x4E00 <= code <= 0x9FFF
-        or 0xF900 <= code <= 0xFAFF
-    )
+    return _CJK.match(ch) is not None
 
 
 def has_cjk(text: str) -> bool:
-    return any(is_cjk(c) for c in text)
+    return _CJK.search(text) is not None
 
 
 STOPWORDS = frozenset(
@@ -1273,6 +1278,7 @@ class _Index:
     sequences: list[list[list[str]]]  # per entity, word sequences (one per field)
     postings: dict[str, set[int]] = field(default_factory=dict)
     accented: set[str] = field(default_factory=set)  # folded words written with accents
+    english: list[int] = field(default_factory=list)  # entities without CJK text
     vocabulary: list[str] = field(default_factory=list)
     _joined: str = ""
     _starts: list[int] = field(default_factory=list)
@@ -1358,7 +1364,9 @@ def _context_words(index: _Index, target: int, exclude: str) -> list[str]:
 
 
 def _english(index: _Index) -> list[int]:
-    return [i for i, t in enumerate(index.texts) if not has_cjk(t)]
+    if not index.english:
+        index.english = [i for i, t in enumerate(index.texts) if not has_cjk(t)]
+    return index.english
 
 
 def build_queries(entities: Sequence[Entity], seed: int = SEED) -> list[Query]:
@@ -1404,7 +1412,8 @@ def _known_items(index: _Index, rng: random.Random, keep: Keep) -> None:
         pool = _content_words(seqs[0])
         for seq in rng.sample(seqs[2:], min(2, len(seqs) - 2)):
             pool += _content_words(seq)
-        pool = sorted(set(pool))
+        # words written with accents belong to the accent class, not here
+        pool = sorted(set(pool) - index.accented)
         k = rng.choice((2, 2, 3, 3, 4))
         if len(pool) < k:
             continue
@@ -1421,7 +1430,7 @@ def _partials(index: _Index, rng: random.Random, keep: Keep) -> None:
 
     ``prefix`` / ``infix``: a word start or inner piece (>= 3 letters) that is no whole word
     anywhere, alone or with a whole word of the entity, which is then the only entity having
-    both. ``whole-first``: a word that one entity has whole and at least three others have
+    both. ``whole-first``: a word that one or two entities have whole and three others have
     only inside longer words (``auth`` vs ``authentication``): the whole word must rank first.
     """
     whole_first = 20
@@ -1432,7 +1441,9 @@ def _partials(index: _Index, rng: random.Random, keep: Keep) -> None:
         and w.isalpha()
         and w.isascii()
         and w not in index.accented
-        and index.df(w) == 1
+        and index.df(w) <= 2
+        and len(w) >= 4
+        and w not in STOPWORDS
     )
     for word in rng.sample(plain, len(plain)):
         if not whole_first:
@@ -1443,43 +1454,55 @@ def _partials(index: _Index, rng: random.Random, keep: Keep) -> None:
         ):
             whole_first -= 1
     candidates = _english(index)
-    quota = {"prefix": (QUOTAS["partial"] - 20) // 2, "infix": (QUOTAS["partial"] - 20) // 2}
+    quota = (QUOTAS["partial"] - 20) // 2
     attempts = 0
-    while any(quota.values()) and attempts < 20_000:
+    while quota and attempts < 20_000:
         attempts += 1
         target = rng.choice(candidates)
-        long_words = _context_words(index, target, "")
-        long_words = [w for w in long_words if len(w) >= 6]
+        long_words = [w for w in _context_words(index, target, "") if len(w) >= 6]
         if not long_words:
             continue
         word = rng.choice(long_words)
-        size = rng.randint(3, min(7, len(word) - 2))
-        kind = rng.choice([k for k in quota if quota[k]])
-        # most inner pieces people type are word endings: "script", "sql", "search"
-        ending = rng.random() < 0.6
-        start = (
-            0
-            if kind == "prefix"
-            else len(word) - size
-            if ending
-            else rng.randint(1, len(word) - size)
-        )
-        piece = word[start : start + size]
+        piece = word[: rng.randint(3, min(7, len(word) - 2))]
         if index.df(piece):  # a whole word somewhere: not a partial-word query
             continue
-        holders = index.with_piece(piece)
-        if holders == {target}:
-            text = piece
-        else:
-            context = _context_words(index, target, word)
-            if not context:
-                continue
-            extra = rng.choice(context)
-            if holders & index.postings[extra] != {target}:
-                continue
-            text = f"{piece} {extra}" if rng.random() < 0.5 else f"{extra} {piece}"
-        if keep("partial", kind, text, [target]):
-            quota[kind] -= 1
+        text = _narrow(index, rng, piece, word, target)
+        if text and keep("partial", "prefix", text, [target]):
+            quota -= 1
+    quota = (QUOTAS["partial"] - 20) // 2
+    pieces = [p for p in INFIXES if not index.df(p) and index.with_piece(p)]
+    for piece in rng.sample(pieces, len(pieces)):
+        if not quota:
+            break
+        inside = sorted(
+            i
+            for w in index.words_containing(piece)
+            if not w.startswith(piece)
+            for i in index.postings[w]
+        )
+        if not inside:
+            continue
+        target = rng.choice(inside)
+        word = next(w for w in sorted(index.words[target]) if piece in w[1:])
+        text = _narrow(index, rng, piece, word, target)
+        if text and keep("partial", "infix", text, [target]):
+            quota -= 1
+
+
+def _narrow(index: _Index, rng: random.Random, piece: str, word: str, target: int) -> str | None:
+    """``piece`` alone if only ``target`` has a word containing it, else ``piece`` plus a whole
+    word of ``target`` that no other such entity has, or None if there is none."""
+    holders = index.with_piece(piece)
+    if holders == {target}:
+        return piece
+    context = _context_words(index, target, word)
+    extra = next(
+        (w for w in rng.sample(context, len(context)) if holders & index.postings[w] == {target}),
+        None,
+    )
+    if extra is None:
+        return None
+    return f"{piece} {extra}" if rng.random() < 0.5 else f"{extra} {piece}"
 
 
 def _cjk_runs(index: _Index, i: int) -> list[str]:
@@ -1587,12 +1610,35 @@ def _accents(index: _Index, rng: random.Random, keep: Keep) -> None:
 _RAW_WORD = re.compile(r"[^\W_]+")
 
 
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def _typo_of(word: str, rng: random.Random) -> str:
+    """``word`` with one deletion, insertion, substitution or transposition after its first
+    letter (most real typos keep it)."""
+    at = rng.randint(1, len(word) - 2)
+    edit = rng.choice(("delete", "insert", "substitute", "transpose"))
+    if edit == "delete":
+        return word[:at] + word[at + 1 :]
+    if edit == "insert":
+        return word[:at] + rng.choice(_LETTERS) + word[at:]
+    if edit == "substitute":
+        return word[:at] + rng.choice(_LETTERS.replace(word[at], "")) + word[at + 1 :]
+    return word[:at] + word[at + 1] + word[at] + word[at + 2 :]
+
+
 def _typos(index: _Index, rng: random.Random, keep: Keep) -> None:
-    """One edit in a distinctive word (>= 6 letters) of the entity, alone or with one correct
-    word; the typo is no word of the corpus and no piece of one (so it is not a partial query)."""
+    """One edit in a word of 6+ letters; the typo is no word of the corpus and no piece of one
+    (so it is not a partial-word query).
+
+    ``unique-word``: the word is the entity's alone. ``with-word``: a rarer word, paired with a
+    correct word so that only the entity has both. ``common-word``: a word many entities share
+    (``kuberentes``, ``postgressql``); any of them is a correct answer.
+    """
+    quota = {"unique-word": 17, "with-word": 17}
+    common = QUOTAS["typo"] - sum(quota.values())
+    used: set[str] = set()  # one typo per word
     candidates = _english(index)
-    quota = {"alone": QUOTAS["typo"] // 2, "with-word": QUOTAS["typo"] - QUOTAS["typo"] // 2}
-    letters = "abcdefghijklmnopqrstuvwxyz"
     attempts = 0
     while any(quota.values()) and attempts < 20_000:
         attempts += 1
@@ -1603,23 +1649,14 @@ def _typos(index: _Index, rng: random.Random, keep: Keep) -> None:
         if not long_words:
             continue
         word = rng.choice(long_words)
-        edit = rng.choice(("delete", "insert", "substitute", "transpose"))
-        at = rng.randint(1, len(word) - 2)  # keep the first letter, as most real typos do
-        if edit == "delete":
-            typo = word[:at] + word[at + 1 :]
-        elif edit == "insert":
-            typo = word[:at] + rng.choice(letters) + word[at:]
-        elif edit == "substitute":
-            typo = word[:at] + rng.choice(letters.replace(word[at], "")) + word[at + 1 :]
-        else:
-            typo = word[:at] + word[at + 1] + word[at] + word[at + 2 :]
-        if typo == word or index.words_containing(typo):
+        typo = _typo_of(word, rng)
+        if typo == word or word in used or index.words_containing(typo):
             continue
         holders = index.postings[word]
-        kind = "alone" if holders == {target} else "with-word"
+        kind = "unique-word" if holders == {target} else "with-word"
         if not quota[kind]:
             continue
-        if kind == "alone":
+        if kind == "unique-word":
             text = typo
         else:
             context = _context_words(index, target, word)
@@ -1636,6 +1673,26 @@ def _typos(index: _Index, rng: random.Random, keep: Keep) -> None:
             text = f"{typo} {extra}" if rng.random() < 0.5 else f"{extra} {typo}"
         if keep("typo", kind, text, [target]):
             quota[kind] -= 1
+            used.add(word)
+    shared = [
+        w
+        for w in index.vocabulary
+        if len(w) >= 6
+        and w.isalpha()
+        and w.isascii()
+        and w not in index.accented
+        and 3 <= index.df(w) <= 300
+    ]
+    for word in rng.sample(shared, len(shared)):
+        if not common:
+            break
+        typo = _typo_of(word, rng)
+        fresh = typo != word and not index.words_containing(typo)
+        if fresh and keep("typo", "common-word", typo, index.postings[word]):
+            common -= 1
+
+
+_CLAUSE_BREAK = re.compile(r"[,;:!?()#]|\.(?:\s|$)")
 
 
 def _phrases(index: _Index, rng: random.Random, keep: Keep) -> None:
@@ -1647,7 +1704,13 @@ def _phrases(index: _Index, rng: random.Random, keep: Keep) -> None:
     while quota and attempts < 50_000:
         attempts += 1
         target = rng.choice(candidates)
-        seqs = [s for s in index.sequences[target][2:] if len(s) >= 3]
+        # a phrase a person would quote stays inside one clause of one observation
+        clauses = [
+            words(clause)
+            for observation in index.raw_texts[target].split("\n")[2:]
+            for clause in _CLAUSE_BREAK.split(observation)
+        ]
+        seqs = [c for c in clauses if len(c) >= 2]
         if not seqs:
             continue
         seq = rng.choice(seqs)
@@ -1660,7 +1723,7 @@ def _phrases(index: _Index, rng: random.Random, keep: Keep) -> None:
         if (
             len(set(phrase)) < n
             or _content_words(ends) != ends
-            or not all(w.isalpha() and w.isascii() for w in phrase)
+            or not all(w.isalpha() and w.isascii() and w not in index.accented for w in phrase)
         ):
             continue
         if index.with_phrase(phrase) != {target} or len(index.with_all(phrase)) < 3:

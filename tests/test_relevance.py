@@ -8,6 +8,7 @@ Run with ``-s`` to see the full table; ``python bench/relevance.py`` prints it w
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -32,8 +33,35 @@ HIT10_FLOORS = {
 Corpus = tuple[list[Entity], list[Relation], list[Query]]
 
 
+_DIGEST_SCRIPT = """
+import hashlib, relevance
+queries = relevance.build_queries(relevance.build_corpus()[0])
+text = "\\n".join(f"{q.cls}|{q.sub}|{q.text}|{sorted(q.answers)}" for q in queries)
+print(hashlib.sha256(text.encode()).hexdigest())
+"""
+
+
 @pytest.fixture(scope="module")
-def corpus() -> Corpus:
+def digest_under_another_hash_seed() -> Iterator[subprocess.Popen[str]]:
+    """The query set's digest computed by another interpreter with another PYTHONHASHSEED;
+    started first so that it runs while this process builds its own set."""
+    tests_dir = Path(__file__).resolve().parent
+    process = subprocess.Popen(
+        [sys.executable, "-c", _DIGEST_SCRIPT],
+        cwd=tests_dir,
+        env={"PYTHONHASHSEED": "12345", "PYTHONPATH": os.pathsep.join(sys.path)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    yield process
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="module")
+def corpus(digest_under_another_hash_seed: subprocess.Popen[str]) -> Corpus:
     entities, relations = relevance.build_corpus()
     return entities, relations, relevance.build_queries(entities)
 
@@ -84,25 +112,14 @@ def _digest(queries: list[Query]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def test_the_set_is_the_same_under_another_hash_seed(corpus: Corpus) -> None:
+def test_the_set_is_the_same_under_another_hash_seed(
+    corpus: Corpus, digest_under_another_hash_seed: subprocess.Popen[str]
+) -> None:
     """Set iteration order changes with PYTHONHASHSEED; the query set must not."""
     *_, queries = corpus
-    script = (
-        "import hashlib, relevance\n"
-        "qs = relevance.build_queries(relevance.build_corpus()[0])\n"
-        "text = '\\n'.join(f'{q.cls}|{q.sub}|{q.text}|{sorted(q.answers)}' for q in qs)\n"
-        "print(hashlib.sha256(text.encode()).hexdigest())\n"
-    )
-    tests_dir = Path(__file__).resolve().parent
-    other = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=tests_dir,
-        env={"PYTHONHASHSEED": "12345", "PYTHONPATH": str(tests_dir)},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert other.stdout.strip() == _digest(queries)
+    out, err = digest_under_another_hash_seed.communicate(timeout=120)
+    assert digest_under_another_hash_seed.returncode == 0, err
+    assert out.strip() == _digest(queries)
 
 
 @pytest.mark.parametrize("label", sorted(HIT10_FLOORS))
