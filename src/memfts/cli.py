@@ -395,6 +395,8 @@ def import_(db: str | None, path: Path, strict: bool) -> None:
     from memfts.transfer import Problem, import_file, open_source, validate
 
     source = open_source(path)  # a wrong or missing file fails before the database is created
+    if path.stat().st_size == 0:
+        _out(f"{path} is empty: nothing to import", err=True)
     tty = sys.stderr.isatty()
     bars = _progress_bars(tty)
 
