@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from memfts import __file__ as memfts_file
 from memfts.store import Store
@@ -80,7 +81,7 @@ def main() -> None:
         _print_failures(rel, outcomes, args.failures)
 
 
-def _print_failures(rel: ModuleType, outcomes: list, per_group: int) -> None:  # type: ignore[type-arg]
+def _print_failures(rel: ModuleType, outcomes: list[Any], per_group: int) -> None:
     print(f"\nQueries whose answer is not first (up to {per_group} per sub-class):")
     shown: dict[str, int] = {}
     for o in outcomes:
