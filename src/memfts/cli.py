@@ -181,8 +181,6 @@ def serve(
     Over HTTP, every request must carry `Authorization: Bearer TOKEN` when a token is set
     ($MEMFTS_TOKEN or --token-file); a token is required to listen on anything but loopback.
     """
-    from memfts.server import build_server
-
     if http:
         from memfts import http as http_transport
 
@@ -196,6 +194,8 @@ def serve(
             )
             http_transport.serve(store, host=host, port=port, token=token, extra_hosts=allow_hosts)
         return
+    from memfts.server import build_server
+
     with _open_store(db, create=True) as store:
         build_server(store).run()
 

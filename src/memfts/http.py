@@ -19,13 +19,15 @@ import os
 import socket
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from memfts.errors import MemftsError
 from memfts.store import Store
+
+if TYPE_CHECKING:  # importing mcp costs half a second: not before the options are checked
+    from mcp.server.transport_security import TransportSecuritySettings
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,8 @@ def allowed_host_names(host: str, extra: Iterable[str] = ()) -> list[str]:
 
 def security_settings(host: str, extra_hosts: Iterable[str] = ()) -> TransportSecuritySettings:
     """DNS-rebinding protection: the Host header must name this server, Origin likewise."""
+    from mcp.server.transport_security import TransportSecuritySettings
+
     names = allowed_host_names(host, extra_hosts)
     return TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
