@@ -318,13 +318,16 @@ class _Layout:
         e = self.entities
         order = e.order()
         obs_sql = self._observations_sql()
+        select = (
+            f"SELECT {order}, {_quote(self.name)}, {_quote(self.entity_type)} FROM {_quote(e.name)}"
+        )
+        page = f"ORDER BY {order} LIMIT {BATCH_ENTITIES}"
         last: Any = None
         while True:
+            # keyset pagination; `?1 IS NULL OR` would make SQLite scan from the start each time
             rows = conn.execute(
-                f"SELECT {order}, {_quote(self.name)}, {_quote(self.entity_type)} "
-                f"FROM {_quote(e.name)} WHERE ?1 IS NULL OR {order} > ?1 "
-                f"ORDER BY {order} LIMIT {BATCH_ENTITIES}",
-                (last,),
+                f"{select} {page}" if last is None else f"{select} WHERE {order} > ? {page}",
+                () if last is None else (last,),
             ).fetchall()
             if not rows:
                 return
