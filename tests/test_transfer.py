@@ -22,6 +22,7 @@ from memfts.transfer import (
     import_file,
     jsonl_line,
     open_source,
+    parse_line,
     validate,
     write_jsonl,
 )
@@ -97,6 +98,13 @@ def test_malformed_lines_are_reported_with_line_numbers_and_the_rest_imported(
     entities, relations = _graph(store)
     assert [e[0] for e in entities] == ["First", "Last"]  # line 3 is blank, 15 is valid
     assert relations == [("First", "Last", "knows")]
+
+
+def test_odd_type_values_are_problems_not_crashes() -> None:
+    for line in (b'{"type":["entity"]}', b'{"type":{"a":1}}', b'{"type":null}', b"{}"):
+        item = parse_line(line, "line 1")
+        assert isinstance(item, Problem), line
+        assert '"type"' in item.message
 
 
 def test_strict_stops_at_the_first_problem_and_validate_counts_all(store: Store) -> None:
@@ -252,6 +260,14 @@ CREATE TABLE relations (id INTEGER PRIMARY KEY AUTOINCREMENT, from_entity TEXT N
   UNIQUE(from_entity, to_entity, relation_type));
 """
 
+BARE_FK_TO_NAME_SCHEMA = """
+CREATE TABLE entities (name TEXT PRIMARY KEY, entity_type TEXT NOT NULL);
+CREATE TABLE observations (id INTEGER PRIMARY KEY, entity_name TEXT REFERENCES entities,
+  content TEXT NOT NULL);
+CREATE TABLE relations (id INTEGER PRIMARY KEY, from_entity TEXT REFERENCES entities,
+  to_entity TEXT REFERENCES entities, relation_type TEXT NOT NULL);
+"""
+
 SOURCE_ID_NO_FK_SCHEMA = """
 CREATE TABLE entities (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL,
   entity_type TEXT NOT NULL, project TEXT NOT NULL DEFAULT '');
@@ -299,8 +315,8 @@ def _fork_db(path: Path, schema: str) -> Path:
 
 @pytest.mark.parametrize(
     "schema",
-    [ID_SCHEMA, NAME_SCHEMA, FROM_ENTITY_SCHEMA, SOURCE_ID_NO_FK_SCHEMA],
-    ids=["entity_id+from_entity_id", "entity_name+source", "from_entity", "source_id-no-fk"],
+    [ID_SCHEMA, NAME_SCHEMA, FROM_ENTITY_SCHEMA, BARE_FK_TO_NAME_SCHEMA, SOURCE_ID_NO_FK_SCHEMA],
+    ids=["entity_id", "entity_name+source", "from_entity", "bare-fk-to-name", "source_id-no-fk"],
 )
 def test_sqlite_fork_imports_whole_graph(store: Store, tmp_path: Path, schema: str) -> None:
     source = _fork_db(tmp_path / "fork" / "memory.db", schema)

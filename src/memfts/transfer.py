@@ -116,7 +116,7 @@ def parse_line(raw: bytes, where: str) -> Item | None:
     if not isinstance(obj, dict):
         return Problem(where, f"expected a JSON object, got {type(obj).__name__}")
     kind = obj.get("type")
-    if kind not in _REQUIRED:
+    if not isinstance(kind, str) or kind not in _REQUIRED:
         if kind is None:
             return Problem(where, 'no "type" field (expected "entity" or "relation")')
         return Problem(where, f'unknown "type" {kind!r} (expected "entity" or "relation")')
@@ -205,7 +205,7 @@ class _Table:
     columns: dict[str, str]
     """Column name -> declared type (upper case)."""
     references: dict[str, str | None]
-    """Column -> the column of ``entities`` its foreign key points at (None: the primary key)."""
+    """Column -> the column of ``entities`` its foreign key points at (None: the rowid)."""
 
     def pick(self, candidates: tuple[str, ...]) -> str | None:
         lower = {c.lower(): c for c in self.columns}
@@ -240,8 +240,11 @@ def _table(conn: apsw.Connection, name: str) -> _Table | None:
     }
     if not columns:
         return None
+    # a foreign key naming no column points at the primary key of entities
+    entity_pk = [row[1] for row in conn.execute("PRAGMA table_info(entities)") if row[5]]
+    default = entity_pk[0] if len(entity_pk) == 1 else None
     references = {
-        row[3]: row[4]
+        row[3]: row[4] or default
         for row in conn.execute(f"PRAGMA foreign_key_list({_quote(name)})")
         if str(row[2]).lower() == "entities"
     }
