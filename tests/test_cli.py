@@ -228,6 +228,14 @@ def test_stats_counts_sizes_and_schema_version(imported: Path) -> None:
     assert "entities:       4" in out and "WAL size:" in out and "schema version:" in out
 
 
+def test_db_option_after_the_command_wins_over_env(imported: Path, tmp_path: Path) -> None:
+    code, out, err = invoke(
+        "stats", "--json", "--db", str(imported), MEMORY_DB_PATH=str(tmp_path / "other.db")
+    )
+    assert code == 0, err
+    assert json.loads(out)["path"] == str(imported)
+
+
 def test_db_comes_from_env_when_not_given(imported: Path) -> None:
     done = run("stats", "--json", MEMORY_DB_PATH=str(imported))
     assert done.returncode == 0, done.stderr

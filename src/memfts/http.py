@@ -130,8 +130,11 @@ class BearerAuth:
         return False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self._authorized(scope):
+        if scope["type"] == "lifespan" or self._authorized(scope):
             await self.app(scope, receive, send)
+            return
+        if scope["type"] != "http":  # a websocket: nothing is served there, refuse it anyway
+            await send({"type": "websocket.close", "code": 1008})
             return
         client = scope.get("client")
         log.warning("401 for %s %s from %s", scope.get("method"), scope.get("path"), client)
