@@ -189,6 +189,30 @@ def test_client_with_token_uses_the_memory(guarded: Server) -> None:
     assert "Alice" in names_in(guarded.db)  # the same file other sessions and the CLI use
 
 
+def test_two_sessions_at_once_share_one_memory(guarded: Server) -> None:
+    async def writer(tag: str) -> None:
+        await _session(
+            guarded,
+            guarded.token,
+            [
+                (
+                    "create_entities",
+                    {"entities": [{"name": f"{tag}{i}", "entityType": "t"}]},
+                )
+                for i in range(15)
+            ],
+        )
+
+    async def both() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer, "left-")
+            tg.start_soon(writer, "right-")
+
+    anyio.run(both)
+    names = names_in(guarded.db)
+    assert sum(n.startswith(("left-", "right-")) for n in names) == 30
+
+
 # ---- without it ----------------------------------------------------------------------------
 
 
