@@ -117,7 +117,10 @@ def test_import_reports_malformed_lines_and_keeps_going(tmp_path: Path) -> None:
     ]
     assert "\x1b[" not in done.stderr  # not a terminal: no colour, no progress bar
     assert "  entities:     2 added, 0 already present" in done.stdout
-    assert "  malformed:    12 skipped (listed above on stderr)" in done.stdout
+    assert (
+        "  malformed:    12 skipped: line 2, line 4, line 5, line 6, line 7 and 7 more (see stderr)"
+        in done.stdout
+    )
 
 
 def test_import_strict_imports_nothing_and_fails(tmp_path: Path) -> None:

@@ -400,9 +400,13 @@ def import_(db: str | None, path: Path, strict: bool) -> None:
     tty = sys.stderr.isatty()
     bars = _progress_bars(tty)
 
+    first_problems: list[str] = []
+
     def report(problem: Problem) -> None:
         prefix = "\r\x1b[K" if tty else ""  # clear the progress bar's line first
         _out(f"{prefix}{_style('malformed', fg='yellow')} {problem}", err=True)
+        if len(first_problems) < 5:
+            first_problems.append(problem.where)
 
     if strict:
         malformed = validate(source, on_problem=report, progress=bars)
@@ -427,10 +431,11 @@ def import_(db: str | None, path: Path, strict: bool) -> None:
     ):
         _out(f"  {label + ':':<14}{added:,} added, {skipped:,} already present")
     if result.malformed:
+        more = result.malformed - len(first_problems)
+        where = ", ".join(first_problems) + (f" and {more:,} more" if more else "")
         _out(
             _style(
-                f"  malformed:    {result.malformed:,} skipped (listed above on stderr)",
-                fg="yellow",
+                f"  malformed:    {result.malformed:,} skipped: {where} (see stderr)", fg="yellow"
             )
         )
 
