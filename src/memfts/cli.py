@@ -15,12 +15,15 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
 from memfts import __version__
 from memfts.errors import DatabaseOpenError, MemftsError
+
+if TYPE_CHECKING:  # the store pulls in apsw: imported when a command needs it
+    from memfts.store import Store
 
 DB_ENV = "MEMORY_DB_PATH"
 
@@ -109,7 +112,7 @@ def _db(db: str | None) -> Path:
 
 
 @contextmanager
-def _open_store(db: str | None, *, create: bool = False) -> Iterator[Any]:
+def _open_store(db: str | None, *, create: bool = False) -> Iterator[Store]:
     """Open the store; commands that only read refuse to create a missing database."""
     from memfts.store import Limits, Store
 
@@ -155,7 +158,13 @@ def main(ctx: click.Context, db: str | None) -> None:
     show_default=True,
     help="Address to listen on (with --http). Any non-loopback address needs a token.",
 )
-@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--port",
+    default=8765,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on (with --http).",
+)
 @click.option(
     "--token-file",
     type=click.Path(dir_okay=False, path_type=Path),
