@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import time
@@ -10,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from corpus import DATA_DIR, ensure_jsonl, read_jsonl
+from memfts.database import migrations
 from memfts.models import Entity, Relation
 from memfts.store import Store
 
@@ -76,8 +79,17 @@ def child_pids(parent: int | None = None) -> list[int]:
     return found
 
 
+def schema_tag() -> str:
+    """A hash of the schema files of the memfts being measured: a cached database is reused
+    only by code with the same schema (``--rebuild`` when the way rows are written changed)."""
+    digest = hashlib.sha256()
+    for version, path in migrations():
+        digest.update(f"{version}:".encode() + path.read_bytes())
+    return digest.hexdigest()[:8]
+
+
 def db_path(entities: int, seed: int) -> Path:
-    return DATA_DIR / f"memfts-{entities}-s{seed}.db"
+    return DATA_DIR / f"memfts-{entities}-s{seed}-{schema_tag()}.db"
 
 
 @dataclass(frozen=True)
@@ -122,15 +134,17 @@ def load_store(
     return LoadReport(seconds, observations, len(models), len(rels))
 
 
-def ensure_db(entities: int, seed: int, batch: int = 1000) -> tuple[Path, LoadReport | None]:
-    """The cached memfts database of this graph, built on first use (report only then)."""
+def ensure_db(entities: int, seed: int, batch: int = 1000) -> tuple[Path, LoadReport]:
+    """The cached memfts database of this graph, built on first use, and how its load went."""
     path = db_path(entities, seed)
-    if path.exists():
-        return path, None
+    load_file = path.with_suffix(".load.json")
+    if path.exists() and load_file.exists():
+        return path, LoadReport(**json.loads(load_file.read_text()))
     records = read_jsonl(ensure_jsonl(entities, seed))
     tmp = path.with_name(path.stem + ".building.db")
     for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
         leftover.unlink(missing_ok=True)
     report = load_store(tmp, records, batch)
     tmp.rename(path)
+    load_file.write_text(json.dumps(report.__dict__))
     return path, report

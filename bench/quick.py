@@ -20,12 +20,14 @@ import time
 from corpus import SEED, QuerySet, ensure_jsonl, read_jsonl
 from measure import Summary, db_path, ensure_db, time_calls
 from memfts.store import Store
+from revision import use_revision
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entities", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--rev", help="measure this commit's src/ (default: the working tree)")
     parser.add_argument("--limit", type=int, default=20, help="search_nodes limit")
     parser.add_argument("--per-class", type=int, default=20, help="distinct queries per class")
     parser.add_argument("--rounds", type=int, default=3, help="timed passes over the queries")
@@ -34,16 +36,17 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="cProfile the timed calls")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the cached database")
     args = parser.parse_args()
+    code = use_revision(args.rev)
+    print(f"memfts code measured: {code}", flush=True)
 
     if args.rebuild:
         db_path(args.entities, args.seed).unlink(missing_ok=True)
     path, report = ensure_db(args.entities, args.seed)
-    if report:
-        print(
-            f"built {path.name}: {report.entities:,} entities, {report.observations:,} "
-            f"observations, {report.relations:,} relations in {report.seconds:.1f} s "
-            f"({report.observations_per_s:,.0f} observations/s)"
-        )
+    print(
+        f"{path.name}: {report.entities:,} entities, {report.observations:,} "
+        f"observations, {report.relations:,} relations in {report.seconds:.1f} s "
+        f"({report.observations_per_s:,.0f} observations/s)"
+    )
     entities, _ = read_jsonl(ensure_jsonl(args.entities, args.seed))
     classes = QuerySet.draw(entities, args.per_class, args.seed).classes
     if args.query:
@@ -54,7 +57,7 @@ def main() -> None:
 
     store = Store(path)
     profiler = cProfile.Profile() if args.profile else None
-    print(f"{path.name}  limit={args.limit}  rounds={args.rounds}")
+    print(f"search_nodes limit={args.limit}, rounds={args.rounds}")
     try:
         for name, queries in classes.items():
             hits: list[int] = []
