@@ -11,14 +11,18 @@ import contextlib
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
 import apsw
 import mcp
+import pytest
 from mcp import StdioServerParameters
 
+from memfts.database import Database
+from memfts.errors import StoreBusyError
 from memfts.models import Entity
 from memfts.store import Store
 from workers import RawServer, error_text, memfts_command, server_env
@@ -245,3 +249,45 @@ def test_wal_stays_bounded_while_connections_keep_writing_and_reading(db_path: P
         time.sleep(0.01)
     assert errors == []
     assert biggest < 20 * 1024 * 1024, f"the WAL reached {biggest / 1024 / 1024:.1f} MB"
+
+
+def test_a_busy_commit_is_retried_and_past_the_bound_rolled_back(db_path: Path) -> None:
+    """COMMIT answering busy (rare in WAL, but SQLite allows it) keeps the transaction open
+    and is tried again; past the bound the write is rolled back and reported busy."""
+    database = Database(db_path, busy_timeout_s=0.3)
+    insert = "INSERT INTO relations(from_name, to_name, relation_type) VALUES (?, 'b', 'c')"
+
+    def flaky_commit(failures: int) -> Callable[[], None]:
+        attempts = []
+
+        def commit() -> None:
+            attempts.append(1)
+            assert not database.conn.get_autocommit(), "the transaction was dropped"
+            if len(attempts) <= failures:
+                raise apsw.BusyError("database is locked")
+            database._commit()
+
+        return commit
+
+    def stored() -> list[str]:
+        reader = apsw.Connection(str(db_path))
+        try:
+            return [row[0] for row in reader.execute("SELECT from_name FROM relations")]
+        finally:
+            reader.close()
+
+    try:
+        with database._lock:
+            database.conn.execute("BEGIN IMMEDIATE")
+            database.conn.execute(insert, ("kept",))
+            database._retry(flaky_commit(3), keep_open=True)
+        assert stored() == ["kept"]
+        with database._lock:
+            database.conn.execute("BEGIN IMMEDIATE")
+            database.conn.execute(insert, ("dropped",))
+            with pytest.raises(StoreBusyError, match="nothing was written"):
+                database._retry(flaky_commit(10**6), keep_open=True)
+            assert database.conn.get_autocommit()
+        assert stored() == ["kept"]
+    finally:
+        database.close()

@@ -270,7 +270,7 @@ class Database:
         """One write transaction, taken with ``BEGIN IMMEDIATE`` and retried while busy."""
         with self._lock:
             self._retry(lambda: self.conn.execute("BEGIN IMMEDIATE"))
-            yield from self._finish()
+            yield from self._finish(writing=True)
             self._upkeep()
 
     @contextmanager
@@ -282,7 +282,7 @@ class Database:
         """
         with self._lock:
             self._retry(self._begin_read)
-            yield from self._finish()
+            yield from self._finish(writing=False)
 
     def _note_wal_pages(self, conn: apsw.Connection, name: str, pages: int) -> int:
         """WAL hook, run by SQLite after each commit: remember how long the WAL is."""
@@ -324,11 +324,12 @@ class Database:
     def _begin_read(self) -> None:
         self.conn.execute("BEGIN; SELECT 1 FROM sqlite_schema LIMIT 1")
 
-    def _retry(self, action: Callable[[], T]) -> T:
+    def _retry(self, action: Callable[[], T], *, keep_open: bool = False) -> T:
         """Run ``action`` until SQLite stops answering busy, for at most ``busy_timeout_s``.
 
-        The busy handler has already waited inside each attempt; a failed attempt leaves no
-        transaction open, so the next one starts clean.
+        The busy handler has already waited inside each attempt. A busy ``BEGIN`` (or first
+        read) leaves no transaction behind; a busy ``COMMIT`` keeps its transaction open to be
+        tried again (``keep_open``). Past the bound, the transaction is rolled back.
         """
         deadline = time.monotonic() + self.busy_timeout_s
         delay = 0.002
@@ -336,7 +337,8 @@ class Database:
             try:
                 return action()
             except apsw.BusyError:
-                self._rollback()
+                if not keep_open or time.monotonic() >= deadline:
+                    self._rollback()
                 if time.monotonic() >= deadline:
                     raise StoreBusyError(
                         f"the memory store {self.path} stayed locked by other processes for "
@@ -352,7 +354,7 @@ class Database:
                     raise
                 raise error from exc
 
-    def _finish(self) -> Iterator[apsw.Connection]:
+    def _finish(self, *, writing: bool) -> Iterator[apsw.Connection]:
         """Hand the open transaction to the caller, then commit it or roll it back."""
         try:
             yield self.conn
@@ -364,16 +366,18 @@ class Database:
         except BaseException:
             self._rollback()
             raise
-        self._retry(self._commit)
+        if self.conn.get_autocommit():
+            # SQLite rolled the transaction back by itself after an error the caller caught
+            # (full disk, I/O error): for a write, never pretend the data is stored.
+            if writing:
+                raise StorageError(
+                    f"the write to {self.path} was rolled back by SQLite; nothing was written, "
+                    "try again"
+                )
+            return
+        self._retry(self._commit, keep_open=True)
 
     def _commit(self) -> None:
-        if self.conn.get_autocommit():
-            # SQLite rolled the transaction back by itself after a failed COMMIT (full disk,
-            # I/O error): report that, never pretend the data is stored.
-            raise StorageError(
-                f"the write to {self.path} was rolled back by SQLite; nothing was written, "
-                "try again"
-            )
         try:
             self.conn.execute("COMMIT")
         except apsw.BusyError:
