@@ -1,0 +1,254 @@
+"""Property test: random write sequences, then search must equal a brute-force reference.
+
+The reference keeps the graph in plain Python and answers a query by testing every word of
+every entity, with the documented rules: a query word matches an indexed word equal to it,
+or containing it when it has at least 3 characters (or is CJK); entities holding every query
+word are the answer, else entities holding any. Words come from the index's own tokenizer
+(case and accent folding are its job); everything else here is independent of the store.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import apsw
+import hypothesis.strategies as st
+from hypothesis import HealthCheck, event, settings
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from conftest import build_schema
+from memfts.errors import EntityNotFoundError
+from memfts.models import Entity, ObservationAddition, ObservationDeletion, Relation
+from memfts.store import Store
+
+WORDS = [
+    "typescript", "script", "javascript", "auth", "authentication", "oauth", "node", "js",
+    "école", "ECOLE", "Café", "cafe", "postgres", "postgresql", "db", "c", "x",
+    "東京タワー", "東京", "タワー", "北京办公室", "微服务", "redis", "deploy", "deployment",
+]  # fmt: skip
+NAMES = ["Alice", "Bob", "billing-service", "東京オフィス", "Café Müller", "node.js", "X"]
+TYPES = ["person", "service", "Person", "office"]
+SEPARATORS = [" ", " ", ", ", ".", "-", " / "]
+
+_TOKENIZER = apsw.Connection(":memory:").fts5_tokenizer("unicode61", ["remove_diacritics", "2"])
+
+
+def words_of(text: str) -> list[str]:
+    data = text.encode("utf-8")
+    return [t[0] for t in _TOKENIZER(data, apsw.FTS5_TOKENIZE_DOCUMENT, None,
+                                     include_offsets=False)]  # fmt: skip
+
+
+def is_cjk(word: str) -> bool:
+    return any("\u3040" <= ch <= "\u9fff" or "\uac00" <= ch <= "\ud7af" for ch in word)
+
+
+def word_matches(query_word: str, indexed: str) -> bool:
+    if query_word == indexed:
+        return True
+    return (len(query_word) >= 3 or is_cjk(query_word)) and query_word in indexed
+
+
+class Reference:
+    """The graph as plain Python, with the documented semantics."""
+
+    def __init__(self) -> None:
+        self.entities: dict[str, tuple[str, list[str]]] = {}
+        self.relations: list[tuple[str, str, str]] = []
+
+    def entity_words(self, name: str) -> set[str]:
+        etype, observations = self.entities[name]
+        return {w for text in (name, etype, *observations) for w in words_of(text)}
+
+    def search(self, query: str) -> set[str]:
+        qwords = list(dict.fromkeys(words_of(query)))[:16]
+        matched: dict[str, int] = {}
+        for name in self.entities:
+            words = self.entity_words(name)
+            n = sum(any(word_matches(q, w) for w in words) for q in qwords)
+            if n:
+                matched[name] = n
+        every = {name for name, n in matched.items() if n == len(qwords)}
+        return every or set(matched)
+
+
+text_strategy = st.lists(
+    st.tuples(st.sampled_from(WORDS), st.sampled_from(SEPARATORS)), min_size=1, max_size=4
+).map(lambda parts: "".join(w + sep for w, sep in parts).strip(" ,./-") or "x")
+
+
+def query_word(word: str, start: int, length: int) -> str:
+    """A piece of a word, kept free of query syntax (a leading ``-`` would exclude)."""
+    piece = word[start % len(word) :][: max(1, length)]
+    return piece.lstrip("-") or word
+
+
+query_strategy = st.lists(
+    st.builds(
+        query_word,
+        st.sampled_from(WORDS + NAMES),
+        st.integers(0, 8),
+        st.integers(1, 12),
+    ),
+    min_size=1,
+    max_size=3,
+).map(" ".join)
+
+
+class SearchMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        import tempfile
+
+        self.dir = tempfile.TemporaryDirectory()
+        path = Path(self.dir.name) / "memory.db"
+        build_schema(path)
+        self.store = Store(path)
+        self.ref = Reference()
+
+    def teardown(self) -> None:
+        self.store.close()
+        self.dir.cleanup()
+
+    @rule(
+        items=st.lists(
+            st.tuples(
+                st.sampled_from(NAMES), st.sampled_from(TYPES), st.lists(text_strategy, max_size=3)
+            ),
+            min_size=1,
+            max_size=3,
+        )
+    )
+    def create_entities(self, items: list[tuple[str, str, list[str]]]) -> None:
+        self.store.create_entities(
+            [Entity(name=n, entityType=t, observations=o) for n, t, o in items]
+        )
+        for name, etype, observations in items:
+            if name not in self.ref.entities:
+                self.ref.entities[name] = (etype, list(dict.fromkeys(observations)))
+
+    @rule(name=st.sampled_from(NAMES), contents=st.lists(text_strategy, min_size=1, max_size=3))
+    def add_observations(self, name: str, contents: list[str]) -> None:
+        try:
+            self.store.add_observations([ObservationAddition(entityName=name, contents=contents)])
+        except EntityNotFoundError:
+            assert name not in self.ref.entities
+            return
+        observations = self.ref.entities[name][1]
+        for content in contents:
+            if content not in observations:
+                observations.append(content)
+
+    @rule(name=st.sampled_from(NAMES), data=st.data())
+    def delete_observations(self, name: str, data: st.DataObject) -> None:
+        existing = self.ref.entities.get(name, ("", []))[1]
+        pool = [*existing, "not stored"]
+        doomed = data.draw(st.lists(st.sampled_from(pool), max_size=2))
+        self.store.delete_observations([ObservationDeletion(entityName=name, observations=doomed)])
+        if name in self.ref.entities:
+            self.ref.entities[name][1][:] = [o for o in existing if o not in doomed]
+
+    @rule(
+        source=st.sampled_from(NAMES),
+        dest=st.sampled_from(NAMES),
+        kind=st.sampled_from(["uses", "knows"]),
+    )
+    def create_relation(self, source: str, dest: str, kind: str) -> None:
+        self.store.create_relations(
+            [Relation(**{"from": source, "to": dest, "relationType": kind})]
+        )
+        if (source, dest, kind) not in self.ref.relations:
+            self.ref.relations.append((source, dest, kind))
+
+    @rule(data=st.data())
+    def delete_relation(self, data: st.DataObject) -> None:
+        if not self.ref.relations:
+            return
+        source, target, kind = data.draw(st.sampled_from(self.ref.relations))
+        self.store.delete_relations(
+            [Relation(**{"from": source, "to": target, "relationType": kind})]
+        )
+        self.ref.relations.remove((source, target, kind))
+
+    @rule(names=st.lists(st.sampled_from(NAMES), min_size=1, max_size=2))
+    def delete_entities(self, names: list[str]) -> None:
+        self.store.delete_entities(names)
+        for name in names:
+            self.ref.entities.pop(name, None)
+        self.ref.relations = [
+            r for r in self.ref.relations if r[0] not in names and r[1] not in names
+        ]
+
+    @rule(query=query_strategy)
+    def search(self, query: str) -> None:
+        self.check_search(query)
+
+    @rule(data=st.data())
+    def search_stored_words(self, data: st.DataObject) -> None:
+        """Queries built from what is stored: whole words, pieces of them, other case."""
+        stored = sorted({w for text in self._texts() for w in text.replace(",", " ").split()})
+        if not stored:
+            return
+        parts = data.draw(
+            st.lists(
+                st.builds(
+                    query_word, st.sampled_from(stored), st.integers(0, 4), st.integers(1, 8)
+                ),
+                min_size=1,
+                max_size=3,
+            )
+        )
+        query = " ".join(p.upper() if data.draw(st.booleans()) else p for p in parts)
+        if any(p in ("OR", "AND", "NOT") for p in query.split()):
+            return  # operators, not words
+        self.check_search(query)
+
+    def _texts(self) -> list[str]:
+        return [
+            t
+            for name, (etype, observations) in self.ref.entities.items()
+            for t in (name, etype, *observations)
+        ]
+
+    def check_search(self, query: str) -> None:
+        result = self.store.search_nodes(query, limit=1000)
+        event(
+            f"search: {'corrected' if result.correctedQuery else 'typed'}, "
+            f"{'empty' if not result.entities else 'found'}"
+        )
+        found = {e.name for e in result.entities}
+        assert len(found) == len(result.entities), "an entity was returned twice"
+        if result.correctedQuery is not None:
+            # the query as typed matched nothing; the corrected words were searched instead
+            assert self.ref.search(query) == set(), query
+            expected = self.ref.search(result.correctedQuery)
+        else:
+            expected = self.ref.search(query)
+        assert found == expected, (query, result.correctedQuery)
+        assert result.total == len(expected)
+        expected_relations = [r for r in self.ref.relations if r[0] in found or r[1] in found]
+        assert [(r.from_, r.to, r.relationType) for r in result.relations or []] == (
+            expected_relations
+        )
+
+    @invariant()
+    def graph_matches_reference(self) -> None:
+        graph = self.store.read_graph()
+        assert {e.name: (e.entityType, e.observations) for e in graph.entities} == (
+            self.ref.entities
+        )
+        assert [(r.from_, r.to, r.relationType) for r in graph.relations] == self.ref.relations
+
+    @invariant()
+    def indexes_are_consistent(self) -> None:
+        report = self.store.check()
+        assert report.ok, report
+
+
+SearchMachine.TestCase.settings = settings(
+    max_examples=40,
+    stateful_step_count=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestSearchMatchesReference = SearchMachine.TestCase
