@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -203,10 +204,27 @@ def serve(
             )
             http_transport.serve(store, host=host, port=port, token=token, extra_hosts=allow_hosts)
         return
-    from memfts.server import build_server
+    import anyio
+
+    from memfts.server import build_server, run_stdio
 
     with _open_store(db, create=True) as store:
-        build_server(store).run()
+        _close_on_sigterm(store)
+        anyio.run(run_stdio, build_server(store))
+
+
+def _close_on_sigterm(store: Store) -> None:
+    """SIGTERM (a client quitting, systemd, docker stop) closes the store like stdin EOF does.
+
+    The stdio loop waits on stdin in a thread that an exception cannot interrupt, so the handler
+    closes the store itself (the call in progress finishes first) and ends the process.
+    """
+
+    def handler(signum: int, frame: object) -> None:
+        store.close(wait_s=5)
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 # ---- reading the memory --------------------------------------------------------------------
@@ -337,10 +355,11 @@ def check(db: str | None, as_json: bool) -> None:
         _out(f"fts5 integrity:   {ok if report.fts_integrity == 'ok' else bad}")
         if report.fts_integrity != "ok":
             _out(f"  {report.fts_integrity}")
-        _out(
-            f"{report.entities:,} entities, {report.observations:,} observations, "
-            f"{report.relations:,} relations"
-        )
+        counts = [
+            "unreadable" if n is None else f"{n:,}"
+            for n in (report.entities, report.observations, report.relations)
+        ]
+        _out(f"{counts[0]} entities, {counts[1]} observations, {counts[2]} relations")
         if not report.ok:
             _out(
                 "the database is damaged: see 'Troubleshooting' in the README "

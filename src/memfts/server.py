@@ -7,14 +7,29 @@ text block) match ``@modelcontextprotocol/server-memory``, so switching is one c
 
 # no `from __future__ import annotations`: MCP evaluates tool signatures, which use locals
 
+import contextlib
+import io
 import json
-from collections.abc import Callable
+import re
+import sys
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, TypeVar
 
+import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, Field
+from mcp.server.stdio import stdio_server
+from mcp.shared.message import SessionMessage
+from mcp.types import (
+    INVALID_REQUEST,
+    PARSE_ERROR,
+    CallToolResult,
+    ErrorData,
+    JSONRPCError,
+    TextContent,
+    ToolAnnotations,
+)
+from pydantic import BaseModel, Field, ValidationError
 
 from memfts import __version__
 from memfts.errors import MemftsError
@@ -261,3 +276,97 @@ def build_server(store: Store) -> MCPServer:
         return _json(store.read_graph().model_dump(mode="json", by_alias=True))
 
     return mcp
+
+
+# ---- stdio transport -----------------------------------------------------------------------
+
+
+class _Lines:
+    """stdin as text lines, remembering the last one handed out.
+
+    The SDK's stdio transport turns a line it cannot parse into an exception and answers
+    nothing, so a client waits forever on that request; :func:`run_stdio` needs the line
+    itself to answer it.
+    """
+
+    def __init__(self) -> None:
+        text = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
+        self._file = anyio.wrap_file(text)
+        self.last = ""
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._lines()
+
+    async def _lines(self) -> AsyncIterator[str]:
+        async for line in self._file:
+            self.last = line
+            yield line
+
+
+_REQUEST_ID = re.compile(rb'"id"\s*:\s*(-?\d{1,15}|"(?:[^"\\]|\\.){0,200}")')
+
+
+def _parse_error(line: str, exc: Exception) -> JSONRPCError:
+    """The JSON-RPC answer to a line the SDK could not read: Parse error (-32700) or
+    Invalid Request (-32600), with the request's id when it can be read."""
+    request_id: str | int | None = None
+    try:
+        message = json.loads(line)
+        if isinstance(message, dict) and isinstance(message.get("id"), (str, int)):
+            request_id = message["id"]
+        readable_json = True
+    except (ValueError, RecursionError):
+        readable_json = False
+        found = _REQUEST_ID.search(line[:4096].encode("utf-8", "replace"))
+        if found:
+            with contextlib.suppress(ValueError, RecursionError):
+                request_id = json.loads(found.group(1))
+    reason = str(exc)
+    if readable_json and _has_lone_surrogate(line):
+        reason = (
+            "a string holds a lone UTF-16 surrogate escape (like \\ud800), "
+            "which is not Unicode text"
+        )
+    elif isinstance(exc, ValidationError):
+        errors = exc.errors(include_url=False, include_input=False)
+        reason = "; ".join(dict.fromkeys(str(e["msg"]) for e in errors[:5]))
+        readable_json = readable_json and not any(e["type"] == "json_invalid" for e in errors)
+    code, title = (
+        (INVALID_REQUEST, "Invalid request") if readable_json else (PARSE_ERROR, "Parse error")
+    )
+    return JSONRPCError(
+        jsonrpc="2.0", id=request_id, error=ErrorData(code=code, message=f"{title}: {reason}"[:500])
+    )
+
+
+def _has_lone_surrogate(line: str) -> bool:
+    try:
+        json.dumps(json.loads(line), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    except (ValueError, RecursionError):
+        return False
+    return False
+
+
+async def run_stdio(server: MCPServer) -> None:
+    """Serve ``server`` over stdin/stdout, answering lines that are not valid JSON-RPC."""
+    lines = _Lines()
+    inbound_writer, inbound = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+    async with stdio_server(stdin=lines) as (read_stream, write_stream):  # type: ignore[arg-type]
+
+        async def forward() -> None:
+            async with inbound_writer:
+                async for item in read_stream:
+                    if isinstance(item, Exception):
+                        # nothing awaited since the receive: ``lines.last`` is the bad line
+                        answer = _parse_error(lines.last, item)
+                        await write_stream.send(SessionMessage(answer))
+                    else:
+                        await inbound_writer.send(item)
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(forward)
+            lowlevel = server._lowlevel_server
+            await lowlevel.run(inbound, write_stream, lowlevel.create_initialization_options())
+            tasks.cancel_scope.cancel()
