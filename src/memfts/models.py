@@ -159,9 +159,9 @@ class HealthReport(BaseModel):
     ok: bool
     sqlite_integrity: str = Field(description='"ok" or the first problems integrity_check found')
     fts_integrity: str = Field(description='"ok" or the error of the FTS5 integrity-check')
-    entities: int
-    observations: int
-    relations: int
+    entities: int | None = Field(description="row count, null if the table cannot be read")
+    observations: int | None
+    relations: int | None
 
 
 class StoreStats(BaseModel):

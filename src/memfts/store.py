@@ -23,6 +23,7 @@ from memfts.errors import (
     DatabaseOpenError,
     EntityNotFoundError,
     InputTooLargeError,
+    MemftsError,
 )
 from memfts.models import (
     AddedObservations,
@@ -49,6 +50,8 @@ class Limits:
     max_observation_chars: int = 100_000
     max_items_per_call: int = 10_000
     max_search_limit: int = 10_000
+    max_call_chars: int = 10_000_000
+    """All the text one write call carries (names, types and observations together)."""
     busy_timeout_s: float = 60.0
     """How long a write waits for other processes' writes before failing as busy."""
 
@@ -71,6 +74,10 @@ class Limits:
 
 COMMON_CLAUSE_ROWS = 4_000
 """Rows past which a query word is too common to rank on; see :meth:`Store._ranked`."""
+
+PARTIAL_ARM_ROWS = 1_000
+"""Most rows one widening of a partial word contributes (the latest): partial hits rank low,
+and a short fragment can widen to words used everywhere."""
 
 SNIPPETS_PER_ENTITY = 3
 
@@ -150,7 +157,8 @@ class _Arm:
         if not self.scored:
             return (
                 f"SELECT * FROM (SELECT {self.entity_sql}, ?, ? * {FLAT_SCORE} "
-                f"FROM {self.from_sql} WHERE {self.table} MATCH ? LIMIT {COMMON_CLAUSE_ROWS})"
+                f"FROM {self.from_sql} WHERE {self.table} MATCH ? "
+                f"ORDER BY {self.table}.rowid DESC LIMIT {PARTIAL_ARM_ROWS})"
             )
         return (
             f"SELECT {self.entity_sql}, ?, ? * {_ARM_TABLES[self.table][2]} FROM {self.from_sql} "
@@ -194,8 +202,9 @@ class Store:
                 f"USING fts5vocab(main, {table}_fts, row)"
             )
 
-    def close(self) -> None:
-        self._db.close()
+    def close(self, wait_s: float = 30.0) -> None:
+        """Close the database (see :meth:`Database.close`); safe to call twice."""
+        self._db.close(wait_s)
 
     # ---- checks on input size ------------------------------------------------------------
 
@@ -204,6 +213,15 @@ class Store:
             raise InputTooLargeError(
                 f"{len(items)} {what} in one call; the limit is {self.limits.max_items_per_call}"
                 " (MEMFTS_MAX_ITEMS_PER_CALL)"
+            )
+
+    def _check_call_chars(self, texts: Iterable[str]) -> None:
+        total = sum(map(len, texts))
+        if total > self.limits.max_call_chars:
+            raise InputTooLargeError(
+                f"this call carries {total:,} characters of text; the limit is "
+                f"{self.limits.max_call_chars:,} per call (MEMFTS_MAX_CALL_CHARS): "
+                "split it into several calls"
             )
 
     def _check_name(self, what: str, value: str) -> None:
@@ -255,6 +273,7 @@ class Store:
             self._check_name("entity name", entity.name)
             self._check_name("entity type", entity.entityType)
             self._check_observations(entity.name, entity.observations)
+        self._check_call_chars(t for e in entities for t in (e.name, e.entityType, *e.observations))
         created: list[Entity] = []
         now = _now_us()
         with self._write() as db:
@@ -284,6 +303,7 @@ class Store:
         for r in relations:
             for what, value in (("from", r.from_), ("to", r.to), ("relationType", r.relationType)):
                 self._check_name(f"relation {what}", value)
+        self._check_call_chars(t for r in relations for t in (r.from_, r.to, r.relationType))
         created: list[Relation] = []
         with self._write() as db:
             for r in relations:
@@ -305,6 +325,7 @@ class Store:
         self._check_batch("observation groups", additions)
         for a in additions:
             self._check_observations(a.entityName, a.contents)
+        self._check_call_chars(c for a in additions for c in a.contents)
         results: list[AddedObservations] = []
         now = _now_us()
         with self._write() as db:
@@ -892,20 +913,30 @@ class Store:
     # ---- upkeep --------------------------------------------------------------------------
 
     def check(self) -> HealthReport:
-        """Run SQLite's ``integrity_check`` and the FTS5 ``integrity-check`` of every index."""
-        with self._read() as db:
-            problems = [row[0] for row in db.execute("PRAGMA integrity_check(20)")]
-            counts = db.execute(
-                "SELECT (SELECT count(*) FROM entities), (SELECT count(*) FROM observations), "
-                "(SELECT count(*) FROM relations)"
-            ).get
+        """Run SQLite's ``integrity_check`` and the FTS5 ``integrity-check`` of every index.
+
+        Made for a damaged file: every failure is reported in the result, none is raised.
+        """
+        try:
+            with self._read() as db:
+                problems = [row[0] for row in db.execute("PRAGMA integrity_check(20)")]
+        except (apsw.Error, MemftsError) as exc:
+            problems = [str(exc)]
+        counts: list[int | None] = []
+        for table in ("entities", "observations", "relations"):
+            try:
+                with self._read() as db:
+                    counts.append(db.execute(f"SELECT count(*) FROM {table}").get)
+            except (apsw.Error, MemftsError):
+                counts.append(None)  # unreadable: the integrity report says why
         fts_errors = []
-        with self._write() as db:  # the FTS5 check is an INSERT command: it needs a write txn
-            for table in _FTS_TABLES:
-                try:
+        for table in _FTS_TABLES:
+            try:
+                # the FTS5 check is an INSERT command: it needs a write transaction
+                with self._write() as db:
                     db.execute(f"INSERT INTO {table}({table}, rank) VALUES ('integrity-check', 1)")
-                except apsw.Error as exc:
-                    fts_errors.append(f"{table}: {exc}")
+            except (apsw.Error, MemftsError) as exc:
+                fts_errors.append(f"{table}: {exc}")
         sqlite_integrity = "ok" if problems == ["ok"] else "; ".join(problems)
         fts_integrity = "ok" if not fts_errors else "; ".join(fts_errors)
         return HealthReport(
