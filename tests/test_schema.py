@@ -17,6 +17,8 @@ from memfts.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 SQL_FILES = sorted((ROOT / "sql").glob("[0-9][0-9][0-9]_*.sql"))
+NEXT = len(SQL_FILES) + 1
+"""The number a schema file added after the shipped ones takes."""
 SQLITE3_SHELL = "/usr/bin/sqlite3"
 
 
@@ -96,10 +98,11 @@ def test_reopening_changes_nothing(db_path: Path) -> None:
 
 
 def test_files_are_applied_in_order_and_each_only_once(tmp_path: Path, custom_sql: Path) -> None:
-    # 002 needs 001's table, 003 needs 002's; re-running any of them would fail
-    # ("duplicate column", "table already exists"), so a second application cannot go unseen.
-    (custom_sql / "002_note.sql").write_text("ALTER TABLE entities ADD COLUMN note TEXT;\n")
-    (custom_sql / "003_notes_index.sql").write_text(
+    # the next file needs the shipped tables, the one after it the next one's column; re-running
+    # any of them would fail ("duplicate column", "table already exists"), so a second
+    # application cannot go unseen.
+    (custom_sql / f"{NEXT:03d}_note.sql").write_text("ALTER TABLE entities ADD COLUMN note TEXT;\n")
+    (custom_sql / f"{NEXT + 1:03d}_notes_index.sql").write_text(
         "CREATE TABLE applied(step INTEGER);\n"
         "INSERT INTO applied VALUES (3);\n"
         "CREATE INDEX entities_note ON entities(note);\n"
@@ -107,7 +110,7 @@ def test_files_are_applied_in_order_and_each_only_once(tmp_path: Path, custom_sq
     fresh = tmp_path / "fresh.db"
     open_and_close(fresh)
     open_and_close(fresh)
-    assert user_version(fresh) == 3
+    assert user_version(fresh) == NEXT + 1
     conn = apsw.Connection(str(fresh))
     try:
         assert conn.execute("SELECT step FROM applied").fetchall() == [(3,)]
@@ -117,14 +120,14 @@ def test_files_are_applied_in_order_and_each_only_once(tmp_path: Path, custom_sq
 
 
 def test_an_older_file_gets_only_the_missing_files(db_path: Path, custom_sql: Path) -> None:
-    store = Store(db_path)  # at version 1, with data
+    store = Store(db_path)  # at the shipped version, with data
     store.create_entities([Entity(name="A", entityType="t", observations=["before upgrade"])])
     store.close()
-    (custom_sql / "002_note.sql").write_text("ALTER TABLE entities ADD COLUMN note TEXT;\n")
+    (custom_sql / f"{NEXT:03d}_note.sql").write_text("ALTER TABLE entities ADD COLUMN note TEXT;\n")
 
     store = Store(db_path)
     try:
-        assert user_version(db_path) == 2
+        assert user_version(db_path) == NEXT
         assert [e.observations for e in store.read_graph().entities] == [["before upgrade"]]
         assert store.check().ok
     finally:
@@ -132,10 +135,12 @@ def test_an_older_file_gets_only_the_missing_files(db_path: Path, custom_sql: Pa
 
 
 def test_a_failing_schema_file_is_rolled_back_whole(db_path: Path, custom_sql: Path) -> None:
-    (custom_sql / "002_broken.sql").write_text("CREATE TABLE half_done(x);\nTHIS IS NOT SQL;\n")
+    (custom_sql / f"{NEXT:03d}_broken.sql").write_text(
+        "CREATE TABLE half_done(x);\nTHIS IS NOT SQL;\n"
+    )
     with pytest.raises(apsw.Error):
         Store(db_path)
-    assert user_version(db_path) == 1
+    assert user_version(db_path) == NEXT - 1
     assert "half_done" not in [name for _, name, _ in schema_of(db_path)]
 
 

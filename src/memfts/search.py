@@ -236,6 +236,17 @@ def edit_distance(a: str, b: str, cap: int) -> int:
     return previous[-1]
 
 
+_LOOSE = str.maketrans(
+    {"ı": "i", "æ": "ae", "ø": "o", "œ": "oe", "ß": "ss", "ł": "l", "đ": "d", "ð": "d", "þ": "th"}
+)
+
+
+def loose_key(word: str) -> str:
+    """An indexed word's spelling key: the letters unicode61 keeps (ı æ ø ß ...) written the
+    way people type them. The same mapping as ``search_terms.loose`` in sql/002."""
+    return word.translate(_LOOSE)
+
+
 def typo_budget(word: str) -> int:
     """How many edits a word may be from a suggestion: short words need closer matches."""
     return 1 if len(word) <= 6 else 2

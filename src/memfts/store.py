@@ -120,6 +120,8 @@ class _Ranking:
     lower_bound: bool = False
     corrected: str | None = None
     suggestions: list[str] = field(default_factory=list)
+    complete: bool = False
+    """Every clause of the query matched the entities found (no fallback to some words)."""
 
 
 _ARM_TABLES = {
@@ -530,8 +532,11 @@ class Store:
         with self._read() as db:
             if parsed.required:
                 ranking = self._ranked(db, parsed, limit, types)
-                if ranking.total == 0:
-                    ranking = self._corrected(db, parsed, limit, types) or ranking
+                if ranking.total == 0 or (ranking.suggestions and not ranking.complete):
+                    # nothing found, or a misspelt word kept the rest from matching together
+                    corrected = self._corrected(db, parsed, limit, types)
+                    if corrected and (ranking.total == 0 or corrected.complete):
+                        ranking = corrected
             elif query.strip() and not (parsed.excluded or types):
                 ranking = _Ranking([], 0)  # only punctuation: nothing to look for
             else:
@@ -634,7 +639,10 @@ class Store:
         best = rows[0][1]
         if best == len(rare):  # some entities have every clause: they are the answer
             return _Ranking(
-                [r[0] for r in rows if r[1] == best], rows[0][2], suggestions=suggestions
+                [r[0] for r in rows if r[1] == best],
+                rows[0][2],
+                suggestions=suggestions,
+                complete=True,
             )
         return _Ranking([r[0] for r in rows], rows[0][3], suggestions=suggestions)
 
@@ -665,7 +673,7 @@ class Store:
             if len(found) >= limit:
                 break
         ids = list(found)[:limit]
-        return _Ranking(ids, max(len(found), sizes[rarest]), lower_bound=True)
+        return _Ranking(ids, max(len(found), sizes[rarest]), lower_bound=True, complete=True)
 
     def _corrected(
         self, db: apsw.Connection, parsed: search.Query, limit: int, types: list[str]
@@ -704,23 +712,40 @@ class Store:
         return search.dedupe([s for w in words if (s := self._closest_word(db, w)) is not None])
 
     def _closest_word(self, db: apsw.Connection, word: str) -> str | None:
-        """The indexed word closest in spelling to an unknown ``word``, if close enough."""
+        """The indexed word closest in spelling to an unknown ``word``, if close enough.
+
+        Candidates: words sharing its trigrams (most typos), words with its first two letters
+        and about its length (transpositions, which share no trigram in a short word), and
+        words with the same spelling key (``yildiz`` for ``yıldız``, at distance 0).
+        """
         grams = search.trigrams(word)
         if not grams or db.execute("SELECT 1 FROM search_terms WHERE term = ?", (word,)).get:
             return None
+        key = search.loose_key(word)
         budget = search.typo_budget(word)
-        candidates = [
+        start = word[:2]
+        candidates = {
             term
             for (term,) in db.execute(
                 "SELECT term FROM search_terms WHERE id IN (SELECT rowid FROM search_terms_trigram "
-                "WHERE search_terms_trigram MATCH ? ORDER BY rank LIMIT 200)",
-                (" OR ".join(search.quote(g) for g in grams),),
+                "WHERE search_terms_trigram MATCH ?1 ORDER BY rank LIMIT 200) "
+                "UNION SELECT term FROM (SELECT term FROM search_terms WHERE term >= ?2 "
+                "AND term < ?3 AND length(term) BETWEEN ?4 AND ?5 LIMIT 500) "
+                "UNION SELECT term FROM search_terms WHERE loose = ?6",
+                (
+                    " OR ".join(search.quote(g) for g in grams),
+                    start,
+                    start[:-1] + chr(ord(start[-1]) + 1),
+                    len(word) - budget,
+                    len(word) + budget,
+                    key,
+                ),
             )
-        ]
+        }
         scored = [
             (d, -self._document_frequency(db, term), term)
             for term in candidates
-            if (d := search.edit_distance(word, term, budget)) <= budget
+            if (d := search.edit_distance(key, search.loose_key(term), budget)) <= budget
         ]
         scored = [s for s in scored if s[1] < 0]  # a word no entity uses any more is no help
         return min(scored)[2] if scored else None
