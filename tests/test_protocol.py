@@ -207,7 +207,7 @@ def test_search_nodes_arguments(tools: dict[str, dict[str, Any]]) -> None:
     props = schema_properties(schema)
     assert schema["required"] == ["query"]  # extras are optional: official clients still work
     assert props["query"]["type"] == "string"
-    assert props["query"]["maxLength"] == 2048
+    assert props["query"]["maxLength"] == 100_000
     assert props["limit"]["minimum"] == 1
     assert schema_properties(tools["search_nodes"]["outputSchema"])["total"]["type"] == "integer"
 

@@ -79,6 +79,11 @@ most recently changed entities."""
 T = TypeVar("T")
 
 
+MAX_QUERY_CHARS = 100_000
+"""Longest ``search_nodes`` query: far past anything typed or pasted (only the first 16 words
+are searched), short of a payload meant to stall the server."""
+
+
 def _json(value: Any) -> str:
     """JSON exactly as the official server writes it (``JSON.stringify(x, null, 2)``)."""
     return json.dumps(value, indent=2, ensure_ascii=False)
@@ -211,7 +216,7 @@ def build_server(store: Store) -> MCPServer:
         query: Annotated[
             str,
             Field(
-                max_length=2048,
+                max_length=MAX_QUERY_CHARS,
                 description="The search query to match against entity names, types, and "
                 "observation content",
             ),
