@@ -198,6 +198,21 @@ def test_search_with_no_match_says_so_on_stderr(imported: Path) -> None:
     assert (code, out, err) == (0, "", "no matches\n")
 
 
+def test_search_shows_why_it_matched_and_what_it_corrected(imported: Path) -> None:
+    code, out, _ = invoke("--db", str(imported), "search", "javascrpt")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == "nothing matched 'javascrpt'; showing 'javascript'"
+    assert lines[1:3] == ["1. Alice  person", "     - Prefers TypeScript over JavaScript"]
+    # the matching fragment, not the entity's first observation
+    assert "Works at Acme Rockets" not in out
+    code, out, _ = invoke("--db", str(imported), "search", "--depth", "1", "javascript")
+    assert [line.split("  ")[0] for line in out.splitlines() if line[0].isdigit()][:1] == [
+        "1. Alice"
+    ]
+    assert "2. " in out  # a neighbour of Alice, after her
+
+
 def test_colour_only_in_terminals_and_never_with_no_color(imported: Path) -> None:
     _, out, _ = invoke("--db", str(imported), "search", "rockets", color=True)
     assert "\x1b[1mAcme Rockets\x1b[0m" in out

@@ -258,26 +258,62 @@ def _entity_block(
     "--limit", default=10, show_default=True, type=click.IntRange(1), help="Most results."
 )
 @click.option("--type", "entity_type", metavar="TYPE", help="Only entities of this type.")
+@click.option(
+    "--depth",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 2),
+    help="Also list entities this many relations away from the hits.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (for scripts).")
 def search(
-    db: str | None, query: tuple[str, ...], limit: int, entity_type: str | None, as_json: bool
+    db: str | None,
+    query: tuple[str, ...],
+    limit: int,
+    entity_type: str | None,
+    depth: int,
+    as_json: bool,
 ) -> None:
-    """Ranked full-text search, best match first (the search_nodes tool)."""
+    """Ranked full-text search, best match first (the search_nodes tool).
+
+    Shows the matching fragments of each entity. The query syntax is the tool's: "exact
+    phrase", -exclude, a OR b, prefix*, name:word, type:person.
+    """
+    text = " ".join(query)
     with _open_store(db) as store:
-        result = store.search_nodes(" ".join(query), limit, entity_type)
+        result = store.search_nodes(text, limit, entity_type, snippets=True, depth=depth)
     if as_json:
-        _json_out(result.model_dump(mode="json", by_alias=True))
+        _json_out(result.model_dump(mode="json", by_alias=True, exclude_none=True))
         return
+    if result.correctedQuery:
+        _out(_style(f"nothing matched {text!r}; showing {result.correctedQuery!r}", dim=True))
     if not result.entities:
-        _out("no matches", err=True)
+        hint = f"; did you mean {' or '.join(result.suggestions)}?" if result.suggestions else ""
+        _out(f"no matches{hint}", err=True)
         return
     width = shutil.get_terminal_size().columns
-    for i, entity in enumerate(result.entities, start=1):
-        _out("\n".join(_entity_block(entity, index=i, max_observations=3, width=width)))
+    for i, hit in enumerate(result.entities, start=1):
+        lines = _entity_block(hit, index=i, max_observations=3, width=width)
+        if hit.snippets:  # why it matched, instead of the first observations
+            indent = " " * len(f"{i}. ") + "  "
+            lines = [lines[0]] + [f"{indent}- {_highlight(s)}" for s in hit.snippets]
+        _out("\n".join(lines))
     if result.total > len(result.entities):
+        more = "+" if result.totalIsLowerBound else ""
         _out(
-            _style(f"{len(result.entities)} of {result.total} matches (--limit for more)", dim=True)
+            _style(
+                f"{len(result.entities)} of {result.total:,}{more} matches (--limit for more)",
+                dim=True,
+            )
         )
+
+
+def _highlight(snippet: str) -> str:
+    """A snippet's **marked** hits in bold on a terminal, unmarked elsewhere."""
+    parts = snippet.split("**")
+    return "".join(
+        _style(part, bold=True, fg="yellow") if i % 2 else part for i, part in enumerate(parts)
+    )
 
 
 @main.command(short_help="Entities by name, with observations and relations.")

@@ -67,8 +67,9 @@ observations; best matches first, at most `limit` (default 20), with `total` say
 matched. Every word must appear somewhere in an entity (any field, any order); whole words rank \
 above word starts and words inside longer words ("auth" finds "authentication", "script" finds \
 "TypeScript"). If no entity has every word, those with the most words come back. Case and \
-accents are ignored; Chinese/Japanese/Korean words are found inside longer runs. A query that \
-finds nothing because of a typo is retried with the closest indexed words (`correctedQuery`).
+accents are ignored; Chinese/Japanese/Korean words are found inside longer runs. A misspelt \
+word that matches nothing is replaced by the closest indexed word (`correctedQuery` says what \
+was searched, `suggestions` lists the words).
 Syntax (optional; anything else is plain words): "exact phrase", -exclude, word1 OR word2, \
 prefix*, name:word (names only), type:person (entity type filter).
 `snippets: true` adds the best-matching observation fragments per entity (matches in **bold**); \

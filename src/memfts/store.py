@@ -122,6 +122,8 @@ class _Ranking:
     suggestions: list[str] = field(default_factory=list)
     complete: bool = False
     """Every clause of the query matched the entities found (no fallback to some words)."""
+    searched: search.Query | None = None
+    """The query actually searched, when it is not the one parsed (a corrected query)."""
 
 
 _ARM_TABLES = {
@@ -544,8 +546,11 @@ class Store:
             ids = ranking.ids + self._neighbours(db, ranking.ids, depth, limit)
             by_id = self._entities_by_id(db, ids)
             entities = [by_id[i] for i in ids]
+            searched = ranking.searched or parsed
             fragments = (
-                self._snippets(db, parsed, ids) if (snippets or compact) and parsed.required else {}
+                self._snippets(db, searched, ids)
+                if (snippets or compact) and searched.required
+                else {}
             )
             hits = [
                 SearchHit(
@@ -704,6 +709,7 @@ class Store:
             excluded=parsed.excluded,
         )
         ranking = self._ranked(db, fixed, limit, types)
+        ranking.searched = fixed
         ranking.corrected = search.corrected_text(parsed, corrections)
         ranking.suggestions = list(dict.fromkeys(corrections.values()))
         return ranking
