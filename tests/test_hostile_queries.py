@@ -70,7 +70,7 @@ HOSTILE = [
     "'",
     '"',
     "`",
-    "‘single’",  # noqa: RUF001
+    "‘single’",
     "“double”",
     "«guillemets»",
     "„low“",

@@ -140,7 +140,7 @@ def test_unicode_and_odd_text_round_trip_exactly(store: Store) -> None:
     odd = [
         "東京タワーに行きました",
         "emoji 🧠🚀 mixed",
-        "quotes ' \" ` « » “ ” ‘ ’",  # noqa: RUF001
+        "quotes ' \" ` « » “ ” ‘ ’",
         "back\\slash and \t tab\nnewline",
         "  leading and trailing spaces  ",
         "'; DROP TABLE entities; --",
@@ -463,7 +463,7 @@ def test_search_returns_relations_with_either_endpoint_in_the_result(store: Stor
     [
         ("ÉCOLE", "école"),
         ("école", "ÉCOLE"),
-        ("МОСКВА", "москва"),  # noqa: RUF001
+        ("МОСКВА", "москва"),
         ("Ωμέγα", "ΩΜΈΓΑ"),
         ("naïve café", "NAIVE CAFE"),
         ("TypeScript", "typescript"),

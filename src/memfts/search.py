@@ -237,13 +237,37 @@ def edit_distance(a: str, b: str, cap: int) -> int:
 
 
 _LOOSE = str.maketrans(
-    {"ı": "i", "æ": "ae", "ø": "o", "œ": "oe", "ß": "ss", "ł": "l", "đ": "d", "ð": "d", "þ": "th"}
+    {
+        "ı": "i",
+        "æ": "ae",
+        "ø": "o",
+        "œ": "oe",
+        "ß": "ss",
+        "ł": "l",
+        "đ": "d",
+        "ð": "d",
+        "þ": "th",
+        "ά": "α",
+        "έ": "ε",
+        "ή": "η",
+        "ί": "ι",
+        "ό": "ο",
+        "ύ": "υ",
+        "ώ": "ω",
+        "ϊ": "ι",
+        "ϋ": "υ",
+        "ΐ": "ι",
+        "ΰ": "υ",
+        "ς": "σ",
+    }
 )
+"""Letters unicode61 keeps, as people type them; the same mapping as sql/002."""
+_LOOSE_LETTERS = [chr(c) for c in _LOOSE]
 
 
 def loose_key(word: str) -> str:
-    """An indexed word's spelling key: the letters unicode61 keeps (ı æ ø ß ...) written the
-    way people type them. The same mapping as ``search_terms.loose`` in sql/002."""
+    """An indexed word's spelling key: the letters unicode61 keeps (ı æ ø ß, Greek accents,
+    final sigma) written the way people type them. ``search_terms.loose`` in sql/002."""
     return word.translate(_LOOSE)
 
 

@@ -157,16 +157,17 @@ class _Arm:
         return _ARM_TABLES[self.table][1]
 
     def scored_sql(self) -> str:
-        """``(entity_id, clause, score)`` rows; binds the clause index, then :meth:`params`."""
+        """``(entity_id, clause, score, whole)`` rows; binds the clause index, then
+        :meth:`params`. ``whole`` is 1 for a whole-word hit, 0 for a partial-word one."""
         if not self.scored:
             return (
-                f"SELECT * FROM (SELECT {self.entity_sql}, ?, ? * {FLAT_SCORE} "
+                f"SELECT * FROM (SELECT {self.entity_sql}, ?, ? * {FLAT_SCORE}, 0 "
                 f"FROM {self.from_sql} WHERE {self.table} MATCH ? "
                 f"ORDER BY {self.table}.rowid DESC LIMIT {PARTIAL_ARM_ROWS})"
             )
         return (
-            f"SELECT {self.entity_sql}, ?, ? * {_ARM_TABLES[self.table][2]} FROM {self.from_sql} "
-            f"WHERE {self.table} MATCH ?"
+            f"SELECT {self.entity_sql}, ?, ? * {_ARM_TABLES[self.table][2]}, 1 "
+            f"FROM {self.from_sql} WHERE {self.table} MATCH ?"
         )
 
     def params(self) -> list[object]:
@@ -623,17 +624,19 @@ class Store:
                 params += [index, *arm.params()]
         excluded = self._excluded_sql(parsed)
         sql = (
-            "WITH hits(entity_id, clause, score) AS MATERIALIZED ("
+            "WITH hits(entity_id, clause, score, whole) AS MATERIALIZED ("
             + " UNION ALL ".join(selects)
             + "), "
-            "per_clause AS (SELECT entity_id, clause, min(score) AS score FROM hits "
+            "per_clause AS (SELECT entity_id, clause, min(score) AS score, max(whole) AS whole "
+            "FROM hits "
             "GROUP BY entity_id, clause), "
-            "per_entity AS (SELECT entity_id, count(*) AS clauses, sum(score) AS score "
+            "per_entity AS (SELECT entity_id, count(*) AS clauses, sum(whole) AS wholes, "
+            "sum(score) AS score "
             "FROM per_clause GROUP BY entity_id) "
             "SELECT p.entity_id, p.clauses, count(*) OVER (PARTITION BY p.clauses), "
             "count(*) OVER () FROM per_entity p JOIN entities e ON e.id = p.entity_id "
             f"WHERE {self._type_sql(types, 'e.')} AND p.entity_id NOT IN ({excluded.sql}) "
-            "ORDER BY p.clauses DESC, p.score, p.entity_id DESC LIMIT ?"
+            "ORDER BY p.clauses DESC, p.wholes DESC, p.score, p.entity_id DESC LIMIT ?"
         )
         rows: list[tuple[int, int, int, int]] = db.execute(  # type: ignore[assignment]
             sql, (*params, *types, *excluded.params, limit)
@@ -771,7 +774,12 @@ class Store:
         for term in clause.terms:
             tables = ("entities_fts",) if term.name_only else ("entities_fts", "observations_fts")
             column = "name : " if term.name_only else ""
-            expressions = [(search.whole_expression(term), 1.0, True)]
+            whole = search.whole_expression(term)
+            if len(term.words) == 1 and not term.prefix:
+                spellings = self._other_spellings(db, term.words[0])
+                if spellings:
+                    whole = search.any_of_expression([term.words[0], *spellings])
+            expressions = [(whole, 1.0, True)]
             if len(term.words) == 1 and not (term.exact or term.prefix):
                 containing = self._words_containing(db, term.words[0])
                 if containing:
@@ -782,6 +790,17 @@ class Store:
                 for table in tables:
                     arms.append(_Arm(table, f"{column}({expression})", factor, scored))
         return arms
+
+    def _other_spellings(self, db: apsw.Connection, word: str) -> list[str]:
+        """Indexed words spelt like ``word`` but for letters unicode61 does not fold:
+        ``yıldız`` for ``yildiz``, ``καφές`` for ``καφες`` (see sql/002)."""
+        return [
+            term
+            for (term,) in db.execute(
+                "SELECT term FROM search_terms WHERE loose = ? AND term != ? LIMIT 16",
+                (search.loose_key(word), word),
+            )
+        ]
 
     def _probe(self, db: apsw.Connection, arm: _Arm) -> int:
         """How many rows an arm matches, counting no further than just past the common bound."""
