@@ -105,8 +105,12 @@ def variant_sql(records, batch: int) -> None:  # type: ignore[no-untyped-def]
                 ((next_id + k, e["name"], e["entityType"]) for k, e in enumerate(chunk)),
             )
             db.executemany(
-                "INSERT INTO observations(entity_id, content) VALUES (?, ?)",
-                ((next_id + k, o) for k, e in enumerate(chunk) for o in e["observations"]),
+                "INSERT INTO observations(id, entity_id, content) VALUES (?, ?, ?)",
+                (
+                    (((next_id + k) << 20) + j, next_id + k, o)
+                    for k, e in enumerate(chunk)
+                    for j, o in enumerate(e["observations"])
+                ),
             )
         next_id += len(chunk)
     seconds = time.perf_counter() - start

@@ -11,11 +11,17 @@ CREATE TABLE entities (
 );
 CREATE INDEX entities_updated_at ON entities(updated_at);
 
+-- An observation's id is its entity's id times 2^20 plus its position: the search reads the
+-- entity of a full-text hit straight from the hit's rowid (id >> 20), without a lookup per row,
+-- and an entity's observations are one id range. The CHECK keeps rows written by other tools
+-- honest: give new rows an id, e.g. (SELECT coalesce(max(id) + 1, E << 20) FROM observations
+-- WHERE id BETWEEN E << 20 AND (E << 20) + 1048575) for entity E.
 CREATE TABLE observations (
     id        INTEGER PRIMARY KEY,              -- insertion order = display order
     entity_id INTEGER NOT NULL REFERENCES entities(id) ON DELETE CASCADE,
     content   TEXT NOT NULL,
-    UNIQUE (entity_id, content)                 -- adding an existing observation is a no-op
+    UNIQUE (entity_id, content),                -- adding an existing observation is a no-op
+    CHECK (id >> 20 = entity_id)
 );
 
 -- Relations are kept by name, not by foreign key: agents often relate entities before

@@ -285,7 +285,9 @@ def test_check_healthy_is_exit_0(imported: Path) -> None:
 def test_check_damaged_index_is_exit_1(imported: Path) -> None:
     conn = sqlite3.connect(imported)  # change text behind the index's back
     conn.executescript(
-        "DROP TRIGGER observations_au; UPDATE observations SET content = 'rewritten' WHERE id = 1;"
+        "DROP TRIGGER observations_au; "
+        "UPDATE observations SET content = 'rewritten' "
+        "WHERE id = (SELECT min(id) FROM observations);"
     )
     conn.commit()
     conn.close()

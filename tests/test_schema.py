@@ -227,8 +227,11 @@ def test_the_file_is_readable_and_writable_by_the_stock_sqlite3_shell(db_path: P
               JOIN entities e ON e.id = o.entity_id
              WHERE observations_fts MATCH 'typescript';
             SELECT name FROM entities_fts WHERE entities_fts MATCH 'bob';
-            INSERT INTO observations(entity_id, content)
-              SELECT id, 'learned Haskell from the shell' FROM entities WHERE name = 'Alice';
+            INSERT INTO observations(id, entity_id, content)
+              SELECT (SELECT max(o.id) + 1 FROM observations o
+                       WHERE o.id BETWEEN e.id << 20 AND (e.id << 20) + 1048575),
+                     e.id, 'learned Haskell from the shell'
+                FROM entities e WHERE e.name = 'Alice';
             INSERT INTO entities(name, entity_type) VALUES ('Carol', 'shell user');
             UPDATE observations SET content = 'plays go' WHERE content = 'plays chess';
             DELETE FROM observations WHERE content = 'writes TypeScript';
@@ -270,3 +273,17 @@ def test_the_spelling_key_is_the_same_in_sql_and_in_python(db_path: Path) -> Non
         conn.close()
     assert stored == {w: search.loose_key(w) for w in words}
     assert stored["yıldız"] == "yildiz" and stored["οδός"] == "οδοσ"
+
+
+def test_an_observation_id_outside_its_entitys_range_is_refused(db_path: Path) -> None:
+    """The search reads a hit's entity from its rowid (id >> 20): a row written by another
+    tool with any other id must be refused, not silently attributed to the wrong entity."""
+    conn = apsw.Connection(str(db_path))
+    try:
+        conn.execute("INSERT INTO entities(id, name, entity_type) VALUES (3, 'A', 't')")
+        with pytest.raises(apsw.ConstraintError, match="CHECK"):
+            conn.execute("INSERT INTO observations(entity_id, content) VALUES (3, 'no id')")
+        conn.execute("INSERT INTO observations(id, entity_id, content) VALUES (3 << 20, 3, 'ok')")
+        assert conn.execute("SELECT count(*) FROM observations").get == 1
+    finally:
+        conn.close()

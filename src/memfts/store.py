@@ -97,18 +97,36 @@ def _now_us() -> int:
     return time.time_ns() // 1000
 
 
+OBSERVATION_ID_BITS = 20
+"""An observation's id is ``entity_id << 20`` plus its position (sql/001): a full-text hit's
+entity is its rowid shifted, with no lookup, and an entity holds at most 2^20 observations."""
+
+_OBSERVATION_ENTITY = f"(observations_fts.rowid >> {OBSERVATION_ID_BITS})"
+
+
 def _insert_observations(db: apsw.Connection, entity_id: int, contents: Iterable[str]) -> list[str]:
     """Append the contents the entity lacks, in order; return those actually added."""
-    return [
-        content
-        for content in contents
+    first = entity_id << OBSERVATION_ID_BITS
+    end = first + (1 << OBSERVATION_ID_BITS)
+    next_id: int = db.execute(
+        "SELECT coalesce(max(id) + 1, ?1) FROM observations WHERE id >= ?1 AND id < ?2",
+        (first, end),
+    ).get
+    added: list[str] = []
+    for content in contents:
+        if next_id >= end:
+            raise InputTooLargeError(
+                f"entity #{entity_id} already has the most observations one entity can hold "
+                f"({(1 << OBSERVATION_ID_BITS) - 1:,})"
+            )
         if db.execute(
-            "INSERT INTO observations(entity_id, content) VALUES (?, ?) "
+            "INSERT INTO observations(id, entity_id, content) VALUES (?, ?, ?) "
             "ON CONFLICT DO NOTHING RETURNING id",
-            (entity_id, content),
-        ).get
-        is not None
-    ]
+            (next_id, entity_id, content),
+        ).get:
+            added.append(content)
+            next_id += 1
+    return added
 
 
 @dataclass
@@ -130,8 +148,8 @@ _ARM_TABLES = {
     # table: (the entity id of a hit, what to select from, its bm25 call)
     "entities_fts": ("entities_fts.rowid", "entities_fts", "bm25(entities_fts, ?, ?)"),
     "observations_fts": (
-        "o.entity_id",
-        "observations_fts JOIN observations o ON o.id = observations_fts.rowid",
+        _OBSERVATION_ENTITY,
+        "observations_fts",
         "bm25(observations_fts)",
     ),
 }
@@ -156,19 +174,34 @@ class _Arm:
     def from_sql(self) -> str:
         return _ARM_TABLES[self.table][1]
 
-    def scored_sql(self) -> str:
+    def scored_sql(self, among: str | None = None) -> str:
         """``(entity_id, clause, score, whole)`` rows; binds the clause index, then
-        :meth:`params`. ``whole`` is 1 for a whole-word hit, 0 for a partial-word one."""
+        :meth:`params`. ``whole`` is 1 for a whole-word hit, 0 for a partial-word one.
+        ``among`` names a table of candidate entity ids to keep only their rows (scoring no
+        others)."""
         if not self.scored:
+            keep = f" WHERE entity_id IN {among}" if among else ""
             return (
-                f"SELECT * FROM (SELECT {self.entity_sql}, ?, ? * {FLAT_SCORE}, 0 "
+                f"SELECT * FROM (SELECT {self.entity_sql} AS entity_id, ?, ? * {FLAT_SCORE}, 0 "
                 f"FROM {self.from_sql} WHERE {self.table} MATCH ? "
-                f"ORDER BY {self.table}.rowid DESC LIMIT {PARTIAL_ARM_ROWS})"
+                f"ORDER BY {self.table}.rowid DESC LIMIT {PARTIAL_ARM_ROWS}){keep}"
             )
+        # unary + : filter the FTS hits, never drive FTS5 by rowid (one query per candidate)
+        keep = f" AND +{self.entity_sql} IN {among}" if among else ""
         return (
             f"SELECT {self.entity_sql}, ?, ? * {_ARM_TABLES[self.table][2]}, 1 "
-            f"FROM {self.from_sql} WHERE {self.table} MATCH ?"
+            f"FROM {self.from_sql} WHERE {self.table} MATCH ?{keep}"
         )
+
+    def entities_sql(self) -> str:
+        """The entity ids of the arm's hits; binds :meth:`match_params`."""
+        if not self.scored:
+            return (
+                f"SELECT * FROM (SELECT {self.entity_sql} FROM {self.from_sql} "
+                f"WHERE {self.table} MATCH ? "
+                f"ORDER BY {self.table}.rowid DESC LIMIT {PARTIAL_ARM_ROWS})"
+            )
+        return f"SELECT {self.entity_sql} FROM {self.from_sql} WHERE {self.table} MATCH ?"
 
     def params(self) -> list[object]:
         scored = self.scored and self.table == "entities_fts"
@@ -616,6 +649,12 @@ class Store:
         ]
         if not rare:
             return self._recent_matches(db, parsed, arms, sizes, limit, types)
+        suggestions = self._suggestions(db, empty_words)
+        if len(rare) > 1 and not empty_words:
+            found = self._having_every_clause(db, parsed, rare, sizes, limit, types)
+            if found is not None:
+                found.suggestions = suggestions
+                return found
         selects: list[str] = []
         params: list[object] = []
         for index, (_, clause_arms) in enumerate(rare):
@@ -641,7 +680,6 @@ class Store:
         rows: list[tuple[int, int, int, int]] = db.execute(  # type: ignore[assignment]
             sql, (*params, *types, *excluded.params, limit)
         ).fetchall()
-        suggestions = self._suggestions(db, empty_words)
         if not rows:
             return _Ranking([], 0, suggestions=suggestions)
         best = rows[0][1]
@@ -653,6 +691,52 @@ class Store:
                 complete=True,
             )
         return _Ranking([r[0] for r in rows], rows[0][3], suggestions=suggestions)
+
+    def _having_every_clause(
+        self,
+        db: apsw.Connection,
+        parsed: search.Query,
+        rare: list[tuple[int, list[_Arm]]],
+        sizes: list[int],
+        limit: int,
+        types: list[str],
+    ) -> _Ranking | None:
+        """The ranking of the entities matching every clause, or None if there are none.
+
+        The entities of the rarest clause are the candidates; the other clauses are scored
+        on the candidates' rows only, so a query pairing a rare word with frequent ones costs
+        about what the rare word costs, not what the frequent ones do.
+        """
+        driver = min(range(len(rare)), key=lambda k: sizes[rare[k][0]])
+        candidates = " UNION ".join(arm.entities_sql() for arm in rare[driver][1])
+        params: list[object] = [arm.match for arm in rare[driver][1]]
+        selects: list[str] = []
+        for index, (_, clause_arms) in enumerate(rare):
+            for arm in clause_arms:
+                # the rarest clause's own hits are all candidates: no filter to build
+                selects.append(arm.scored_sql(among=None if index == driver else "candidates"))
+                params += [index, *arm.params()]
+        excluded = self._excluded_sql(parsed)
+        sql = (
+            f"WITH candidates(entity_id) AS MATERIALIZED ({candidates}), "
+            "hits(entity_id, clause, score, whole) AS MATERIALIZED ("
+            + " UNION ALL ".join(selects)
+            + "), "
+            "per_clause AS (SELECT entity_id, clause, min(score) AS score, max(whole) AS whole "
+            "FROM hits GROUP BY entity_id, clause), "
+            "per_entity AS (SELECT entity_id, sum(whole) AS wholes, sum(score) AS score "
+            "FROM per_clause GROUP BY entity_id HAVING count(*) = ?) "
+            "SELECT p.entity_id, count(*) OVER () FROM per_entity p "
+            "JOIN entities e ON e.id = p.entity_id "
+            f"WHERE {self._type_sql(types, 'e.')} AND p.entity_id NOT IN ({excluded.sql}) "
+            "ORDER BY p.wholes DESC, p.score, p.entity_id DESC LIMIT ?"
+        )
+        rows: list[tuple[int, int]] = db.execute(  # type: ignore[assignment]
+            sql, (*params, len(rare), *types, *excluded.params, limit)
+        ).fetchall()
+        if not rows:
+            return None
+        return _Ranking([r[0] for r in rows], rows[0][1], complete=True)
 
     def _recent_matches(
         self,
@@ -824,8 +908,8 @@ class Store:
                 params.append(match)
                 if not term.name_only:
                     selects.append(
-                        "SELECT o.entity_id FROM observations_fts JOIN observations o "
-                        "ON o.id = observations_fts.rowid WHERE observations_fts MATCH ?"
+                        f"SELECT {_OBSERVATION_ENTITY} FROM observations_fts "
+                        "WHERE observations_fts MATCH ?"
                     )
                     params.append(match)
         return _Sql(" UNION ".join(selects), params)
@@ -883,16 +967,22 @@ class Store:
         start, end = search.SNIPPET_MARKS
         found: dict[int, list[str]] = {}
         for entity_id in ids:
-            # CROSS JOIN keeps this order: the entity's observations first, then one FTS lookup
-            # by rowid each, instead of walking every match in the index.
+            # the entity's observations are one rowid range, which FTS5 seeks to directly
+            first = entity_id << OBSERVATION_ID_BITS
             found[entity_id] = [
                 fragment
                 for (fragment,) in db.execute(
-                    "SELECT snippet(observations_fts, 0, ?, ?, '…', 16) FROM observations o "
-                    "CROSS JOIN observations_fts ON observations_fts.rowid = o.id "
-                    "WHERE o.entity_id = ? AND observations_fts MATCH ? "
+                    "SELECT snippet(observations_fts, 0, ?, ?, '…', 16) FROM observations_fts "
+                    "WHERE observations_fts MATCH ? AND rowid >= ? AND rowid < ? "
                     "ORDER BY bm25(observations_fts) LIMIT ?",
-                    (start, end, entity_id, expression, SNIPPETS_PER_ENTITY),
+                    (
+                        start,
+                        end,
+                        expression,
+                        first,
+                        first + (1 << OBSERVATION_ID_BITS),
+                        SNIPPETS_PER_ENTITY,
+                    ),
                 )
             ]
         return found
