@@ -63,6 +63,18 @@ def session(params: StdioServerParameters) -> Iterator[Session]:
             yield Session(portal, connected)
 
 
+def emptied(server: Session) -> Session:
+    """``server`` with its graph deleted through its own tools, so a test starts from nothing."""
+    graph = server.ok("read_graph").structured_content
+    assert graph is not None
+    if graph["relations"]:
+        server.ok("delete_relations", {"relations": graph["relations"]})
+    if graph["entities"]:
+        server.ok("delete_entities", {"entityNames": [e["name"] for e in graph["entities"]]})
+    assert server.ok("read_graph").structured_content == {"entities": [], "relations": []}
+    return server
+
+
 def text_blocks(result: CallToolResult) -> list[str]:
     texts = []
     for block in result.content:

@@ -8,6 +8,8 @@ can be sent) serves the whole module; every case compares read_graph before and 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -355,3 +357,58 @@ def test_one_call_cannot_carry_unbounded_text(server: RawServer) -> None:
         server.call(
             "delete_observations", {"deletions": [{"entityName": "bob", "observations": contents}]}
         )
+
+
+_NOISY_SERVER = """
+import os, sys
+import anyio
+from memfts.server import build_server, run_stdio
+from memfts.store import Store
+
+server = build_server(Store(sys.argv[1]))
+
+@server.tool()
+async def noisy() -> str:
+    print("stray print")
+    os.system("echo child process output")
+    return "quiet on the wire"
+
+anyio.run(run_stdio, server)
+"""
+
+
+def test_stray_output_from_a_tool_or_a_child_never_reaches_the_wire(tmp_path: Path) -> None:
+    """One stray byte on stdout breaks the protocol: while serving, fd 1 is stderr."""
+    lines = [
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "0"},
+            },
+        },
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "noisy"}},
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _NOISY_SERVER, str(tmp_path / "memory.db")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    for message in lines:
+        proc.stdin.write(json.dumps(message).encode() + b"\n")
+    proc.stdin.flush()
+    answers = [json.loads(proc.stdout.readline()) for _ in range(2)]
+    proc.stdin.close()
+    proc.wait(timeout=10)
+    assert proc.stderr is not None
+    out, err = proc.stdout.read(), proc.stderr.read()
+    assert out == b""
+    assert answers[1]["id"] == 2
+    assert answers[1]["result"]["content"][0]["text"] == "quiet on the wire"
+    assert b"stray print" in err and b"child process output" in err

@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import pytest
 
-from mcp_session import Session, error_text, only_text, params_for, session, text_json
+from mcp_session import Session, emptied, error_text, only_text, params_for, session, text_json
 from memfts.models import ObservationAddition
 from memfts.store import Store
 
@@ -139,14 +139,7 @@ def server(db_file: Path) -> Iterator[Session]:
 @pytest.fixture
 def mcp(server: Session) -> Session:
     """The shared server, emptied through its own tools so each test starts from nothing."""
-    graph = server.ok("read_graph").structured_content
-    assert graph is not None
-    if graph["relations"]:
-        server.ok("delete_relations", {"relations": graph["relations"]})
-    if graph["entities"]:
-        server.ok("delete_entities", {"entityNames": [e["name"] for e in graph["entities"]]})
-    assert server.ok("read_graph").structured_content == {"entities": [], "relations": []}
-    return server
+    return emptied(server)
 
 
 @pytest.fixture(scope="module")

@@ -209,6 +209,26 @@ class _Arm:
         return [self.factor, *weights, self.match]
 
 
+def _hits_sql(selects: list[str]) -> str:
+    """The ``hits(entity_id, clause, score, whole)`` CTE: every arm's rows, computed once
+    (MATERIALIZED: inlined into a single-arm query, SQLite would lose the bm25 context)."""
+    return (
+        "hits(entity_id, clause, score, whole) AS MATERIALIZED ("
+        + " UNION ALL ".join(selects)
+        + ")"
+    )
+
+
+_PER_ENTITY_SQL = (
+    "per_clause AS (SELECT entity_id, clause, min(score) AS score, max(whole) AS whole "
+    "FROM hits GROUP BY entity_id, clause), "
+    "per_entity AS (SELECT entity_id, count(*) AS clauses, sum(whole) AS wholes, "
+    "sum(score) AS score FROM per_clause GROUP BY entity_id)"
+)
+"""Per entity: how many clauses it matched, how many of them by whole words, the summed best
+score of each clause (bm25 is negative: lower is better)."""
+
+
 @dataclass(frozen=True)
 class _Sql:
     sql: str
@@ -661,24 +681,15 @@ class Store:
             for arm in clause_arms:
                 selects.append(arm.scored_sql())
                 params += [index, *arm.params()]
-        excluded = self._excluded_sql(parsed)
+        kept = self._kept_sql(parsed, types)
         sql = (
-            "WITH hits(entity_id, clause, score, whole) AS MATERIALIZED ("
-            + " UNION ALL ".join(selects)
-            + "), "
-            "per_clause AS (SELECT entity_id, clause, min(score) AS score, max(whole) AS whole "
-            "FROM hits "
-            "GROUP BY entity_id, clause), "
-            "per_entity AS (SELECT entity_id, count(*) AS clauses, sum(whole) AS wholes, "
-            "sum(score) AS score "
-            "FROM per_clause GROUP BY entity_id) "
+            f"WITH {_hits_sql(selects)}, {_PER_ENTITY_SQL} "
             "SELECT p.entity_id, p.clauses, count(*) OVER (PARTITION BY p.clauses), "
-            "count(*) OVER () FROM per_entity p JOIN entities e ON e.id = p.entity_id "
-            f"WHERE {self._type_sql(types, 'e.')} AND p.entity_id NOT IN ({excluded.sql}) "
+            f"count(*) OVER () FROM per_entity p {kept.sql} "
             "ORDER BY p.clauses DESC, p.wholes DESC, p.score, p.entity_id DESC LIMIT ?"
         )
         rows: list[tuple[int, int, int, int]] = db.execute(  # type: ignore[assignment]
-            sql, (*params, *types, *excluded.params, limit)
+            sql, (*params, *kept.params, limit)
         ).fetchall()
         if not rows:
             return _Ranking([], 0, suggestions=suggestions)
@@ -716,23 +727,15 @@ class Store:
                 # the rarest clause's own hits are all candidates: no filter to build
                 selects.append(arm.scored_sql(among=None if index == driver else "candidates"))
                 params += [index, *arm.params()]
-        excluded = self._excluded_sql(parsed)
+        kept = self._kept_sql(parsed, types)
         sql = (
             f"WITH candidates(entity_id) AS MATERIALIZED ({candidates}), "
-            "hits(entity_id, clause, score, whole) AS MATERIALIZED ("
-            + " UNION ALL ".join(selects)
-            + "), "
-            "per_clause AS (SELECT entity_id, clause, min(score) AS score, max(whole) AS whole "
-            "FROM hits GROUP BY entity_id, clause), "
-            "per_entity AS (SELECT entity_id, sum(whole) AS wholes, sum(score) AS score "
-            "FROM per_clause GROUP BY entity_id HAVING count(*) = ?) "
-            "SELECT p.entity_id, count(*) OVER () FROM per_entity p "
-            "JOIN entities e ON e.id = p.entity_id "
-            f"WHERE {self._type_sql(types, 'e.')} AND p.entity_id NOT IN ({excluded.sql}) "
-            "ORDER BY p.wholes DESC, p.score, p.entity_id DESC LIMIT ?"
+            f"{_hits_sql(selects)}, {_PER_ENTITY_SQL} "
+            f"SELECT p.entity_id, count(*) OVER () FROM per_entity p {kept.sql} "
+            "AND p.clauses = ? ORDER BY p.wholes DESC, p.score, p.entity_id DESC LIMIT ?"
         )
         rows: list[tuple[int, int]] = db.execute(  # type: ignore[assignment]
-            sql, (*params, len(rare), *types, *excluded.params, limit)
+            sql, (*params, *kept.params, len(rare), limit)
         ).fetchall()
         if not rows:
             return None
@@ -894,6 +897,16 @@ class Store:
                 "LIMIT ?)",
                 (arm.match, COMMON_CLAUSE_ROWS + 1),
             ).get
+        )
+
+    def _kept_sql(self, parsed: search.Query, types: list[str]) -> _Sql:
+        """``JOIN ... WHERE ...`` keeping the ``per_entity p`` rows of the wanted types and
+        without excluded terms."""
+        excluded = self._excluded_sql(parsed)
+        return _Sql(
+            "JOIN entities e ON e.id = p.entity_id "
+            f"WHERE {self._type_sql(types, 'e.')} AND p.entity_id NOT IN ({excluded.sql})",
+            [*types, *excluded.params],
         )
 
     def _excluded_sql(self, parsed: search.Query) -> _Sql:
