@@ -452,6 +452,20 @@ def test_open_nodes_structured_and_text(mcp: Session) -> None:
     assert only_text(result) == official_json(expected)
 
 
+def test_text_is_json_stringify_for_every_kind_of_character(mcp: Session) -> None:
+    odd = [
+        "control \x01 \x1f and del \x7f",
+        'quotes " \\ / and \n\t\r\b\f',
+        "line separators \u2028 \u2029",
+        "école 東京 🧠",
+        "",
+    ]
+    mcp.ok("create_entities", {"entities": [entity("odd", "t", *odd)]})
+    result = mcp.ok("open_nodes", {"names": ["odd"]})
+    assert result.structured_content == {"entities": [entity("odd", "t", *odd)], "relations": []}
+    assert only_text(result) == official_json(result.structured_content)
+
+
 def test_search_nodes_structured_and_text(mcp: Session) -> None:
     build_small_graph(mcp)
     result = mcp.ok("search_nodes", {"query": "zurich"})
