@@ -228,6 +228,12 @@ _PER_ENTITY_SQL = (
 """Per entity: how many clauses it matched, how many of them by whole words, the summed best
 score of each clause (bm25 is negative: lower is better)."""
 
+_PER_ENTITY_ONE_CLAUSE_SQL = (
+    "per_entity AS (SELECT entity_id, 1 AS clauses, max(whole) AS wholes, min(score) AS score "
+    "FROM hits GROUP BY entity_id)"
+)
+""":data:`_PER_ENTITY_SQL` for a query of one clause, in one grouping instead of two."""
+
 
 @dataclass(frozen=True)
 class _Sql:
@@ -682,9 +688,13 @@ class Store:
                 selects.append(arm.scored_sql())
                 params += [index, *arm.params()]
         kept = self._kept_sql(parsed, types)
+        if len(rare) == 1:  # one clause: no per-clause step, every entity has "all" clauses
+            per_entity, complete = _PER_ENTITY_ONE_CLAUSE_SQL, "count(*) OVER ()"
+        else:
+            per_entity, complete = _PER_ENTITY_SQL, "count(*) OVER (PARTITION BY p.clauses)"
         sql = (
-            f"WITH {_hits_sql(selects)}, {_PER_ENTITY_SQL} "
-            "SELECT p.entity_id, p.clauses, count(*) OVER (PARTITION BY p.clauses), "
+            f"WITH {_hits_sql(selects)}, {per_entity} "
+            f"SELECT p.entity_id, p.clauses, {complete}, "
             f"count(*) OVER () FROM per_entity p {kept.sql} "
             "ORDER BY p.clauses DESC, p.wholes DESC, p.score, p.entity_id DESC LIMIT ?"
         )
@@ -902,6 +912,8 @@ class Store:
     def _kept_sql(self, parsed: search.Query, types: list[str]) -> _Sql:
         """``JOIN ... WHERE ...`` keeping the ``per_entity p`` rows of the wanted types and
         without excluded terms."""
+        if not types and not parsed.excluded:
+            return _Sql("WHERE 1", [])  # no lookup per entity
         excluded = self._excluded_sql(parsed)
         return _Sql(
             "JOIN entities e ON e.id = p.entity_id "
