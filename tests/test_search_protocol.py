@@ -268,6 +268,24 @@ def test_typo_next_to_a_matching_word_only_suggests(databases: Session) -> None:
     assert names(result) == ["Legacy"]
 
 
+def test_words_written_together_are_searched_apart(mcp: Session) -> None:
+    seed(
+        mcp,
+        [
+            entity("user_service", "service", "handles user sign-up"),
+            entity("auth-middleware", "library", "checks tokens"),
+        ],
+    )
+    for typed, searched, found in [
+        ("signup", "sign up", "user_service"),
+        ("userservice", "user service", "user_service"),
+        ("authmiddleware", "auth middleware", "auth-middleware"),
+    ]:
+        result = search(mcp, typed)
+        assert result["correctedQuery"] == searched
+        assert names(result) == [found]
+
+
 def test_no_correction_when_the_query_matches(databases: Session) -> None:
     result = search(databases, "postgres")
     assert names(result) == ["Db"]

@@ -854,7 +854,22 @@ class Store:
             if (d := search.edit_distance(key, search.loose_key(term), budget)) <= budget
         ]
         scored = [s for s in scored if s[1] < 0]  # a word no entity uses any more is no help
-        return min(scored)[2] if scored else None
+        return min(scored)[2] if scored else self._split_word(db, word)
+
+    def _split_word(self, db: apsw.Connection, word: str) -> str | None:
+        """Two indexed words that ``word`` is written as, joined: ``signup`` for "sign up",
+        ``userservice`` for ``user_service``. Searched as a phrase; the commonest pair wins."""
+        if len(word) < 5 or search.has_cjk(word):
+            return None
+        splits = [
+            (min(df_a, df_b), f"{a} {b}")
+            for i in range(2, len(word) - 1)
+            if (a := word[:i])
+            and (b := word[i:])
+            and (df_a := self._document_frequency(db, a))
+            and (df_b := self._document_frequency(db, b))
+        ]
+        return max(splits)[1] if splits else None
 
     def _document_frequency(self, db: apsw.Connection, term: str) -> int:
         return int(
