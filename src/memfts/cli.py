@@ -210,6 +210,12 @@ def serve(
 
     with _open_store(db, create=True) as store:
         _close_on_sigterm(store)
+        if sys.stdin.isatty():  # a person ran it by hand: say what it is waiting for
+            _out(
+                f"memfts: serving MCP on stdio for {store.path}; MCP clients launch this "
+                "(see `memfts --help` for the commands people use). Ctrl-D stops it.",
+                err=True,
+            )
         anyio.run(run_stdio, build_server(store))
 
 
