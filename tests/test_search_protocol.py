@@ -362,6 +362,14 @@ def test_type_filter_in_query(drinks: Session) -> None:
     assert sorted(names(search(drinks, "type:person"))) == ["Alice", "Bob", "Dave"]
 
 
+def test_negated_type_filter_leaves_that_type_out(drinks: Session) -> None:
+    # Carol's "tea" is a whole word, the Teapot's is part of its name
+    assert names(search(drinks, "-type:person tea")) == ["Carol", "Teapot"]
+    assert names(search(drinks, "tea NOT type:Person")) == ["Carol", "Teapot"]
+    # alone, it lists every entity of the other types
+    assert sorted(names(search(drinks, "-type:person"))) == ["Carol", "Mug", "Teapot"]
+
+
 def test_name_filter_in_query(drinks: Session) -> None:
     assert sorted(names(search(drinks, "alice"))) == ["Alice", "Bob"]  # Bob mentions her
     assert names(search(drinks, "name:alice")) == ["Alice"]

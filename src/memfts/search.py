@@ -35,6 +35,9 @@ MIN_INFIX_LENGTH = 3
 nearly everything. CJK words are the exception: one or two characters are whole words there,
 so they are always looked up inside longer runs."""
 
+MAX_CORRECTED_WORD = 40
+"""Longest word that typo correction (and splitting joined words) is tried on."""
+
 MAX_INFIX_EXPANSIONS = 64
 """Cap on the indexed words one partial word widens to (closest first), so a query stays a
 bounded lookup."""
@@ -108,6 +111,8 @@ class Query:
     required: list[Clause] = field(default_factory=list)
     excluded: list[Clause] = field(default_factory=list)
     entity_types: list[str] = field(default_factory=list)
+    excluded_types: list[str] = field(default_factory=list)
+    """``-type:x``: entities of these types are left out."""
 
     @property
     def words(self) -> list[str]:
@@ -153,8 +158,8 @@ def parse(text: str, tokenize: Tokenize) -> Query:
                 else match.group("fvalue")
             )
             if match.group("field").lower() != "name":
-                if value.strip() and not negative:
-                    query.entity_types.append(value)
+                if value.strip():
+                    (query.excluded_types if negative else query.entity_types).append(value)
                 pending_or = False
                 continue
             words = tuple(tokenize(value))

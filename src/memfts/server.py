@@ -73,7 +73,7 @@ accents are ignored; Chinese/Japanese/Korean words are found inside longer runs.
 word that matches nothing is replaced by the closest indexed word (`correctedQuery` says what \
 was searched, `suggestions` lists the words).
 Syntax (optional; anything else is plain words): "exact phrase", -exclude, word1 OR word2, \
-prefix*, name:word (names only), type:person (entity type filter).
+prefix*, name:word (names only), type:person (entity type filter; -type:person leaves it out).
 `snippets: true` adds the best-matching observation fragments per entity (matches in **bold**); \
 `compact: true` returns only names, types and snippets (cheap to scan; then open_nodes); \
 `depth` 1-2 also returns entities related to the hits, after them. An empty query lists the \

@@ -599,7 +599,7 @@ class Store:
                     corrected = self._corrected(db, parsed, limit, types)
                     if corrected and (ranking.total == 0 or corrected.complete):
                         ranking = corrected
-            elif query.strip() and not (parsed.excluded or types):
+            elif query.strip() and not (parsed.excluded or parsed.excluded_types or types):
                 ranking = _Ranking([], 0)  # only punctuation: nothing to look for
             else:
                 ranking = self._recent(db, parsed, limit, types)
@@ -824,6 +824,8 @@ class Store:
         and about its length (transpositions, which share no trigram in a short word), and
         words with the same spelling key (``yildiz`` for ``yıldız``, at distance 0).
         """
+        if len(word) > search.MAX_CORRECTED_WORD:
+            return None  # no word is that long: a pasted blob, not a typo
         grams = search.trigrams(word)
         if not grams or db.execute("SELECT 1 FROM search_terms WHERE term = ?", (word,)).get:
             return None
@@ -927,7 +929,7 @@ class Store:
     def _kept_sql(self, parsed: search.Query, types: list[str]) -> _Sql:
         """``JOIN ... WHERE ...`` keeping the ``per_entity p`` rows of the wanted types and
         without excluded terms."""
-        if not types and not parsed.excluded:
+        if not types and not parsed.excluded and not parsed.excluded_types:
             return _Sql("WHERE 1", [])  # no lookup per entity
         excluded = self._excluded_sql(parsed)
         return _Sql(
@@ -937,9 +939,12 @@ class Store:
         )
 
     def _excluded_sql(self, parsed: search.Query) -> _Sql:
-        """A subquery of the ids of entities matching any ``-excluded`` term."""
+        """A subquery of the ids of entities matching any ``-excluded`` term or type."""
         selects = ["SELECT NULL WHERE 0"]
         params: list[object] = []
+        for excluded_type in parsed.excluded_types:
+            selects.append("SELECT id FROM entities WHERE memfts_fold(entity_type) = ?")
+            params.append(search.fold(excluded_type))
         for clause in parsed.excluded:
             for term in clause.terms:
                 column = "name : " if term.name_only else ""
