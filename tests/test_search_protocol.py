@@ -286,6 +286,26 @@ def test_words_written_together_are_searched_apart(mcp: Session) -> None:
         assert names(result) == [found]
 
 
+def test_a_question_finds_what_it_is_about(mcp: Session) -> None:
+    """Models ask in sentences. The question words match nearly everything; left in, an
+    entity holding "what", "does", "the" outranked the one about the editor."""
+    seed(
+        mcp,
+        [
+            entity("User", "person", "Prefers Neovim as the editor"),
+            entity("Meeting", "meeting", "Discussed what the team does for the user"),
+            entity("billing-service", "service", "Deploy fails when REDIS_URL is unset"),
+            entity("Atlas", "project", "What does the deploy do? The CI does it"),
+            entity("The Who", "band", "A rock band"),
+        ],
+    )
+    assert names(search(mcp, "what editor does the user prefer"))[0] == "User"
+    assert names(search(mcp, "why does the deploy fail"))[0] == "billing-service"
+    # made only of such words, or quoted, they are searched as they are
+    assert names(search(mcp, "the who")) == ["The Who"]
+    assert sorted(names(search(mcp, '"what does" deploy'))) == ["Atlas"]
+
+
 def test_no_correction_when_the_query_matches(databases: Session) -> None:
     result = search(databases, "postgres")
     assert names(result) == ["Db"]

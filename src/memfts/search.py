@@ -188,7 +188,30 @@ def parse(text: str, tokenize: Tokenize) -> Query:
             break
         _add(query, term, negative, or_with_previous=pending_or)
         pending_or = False
+    _without_stopwords(query)
     return query
+
+
+STOPWORDS = frozenset(
+    """a an and are as at be been but by can could did do does for from had has have how i if
+    in into is it its me my no not of on or our should so than that the their them then there
+    these they this to was we were what when where which who why will with would you your""".split()
+)
+"""English words a question is made of ("what does the user prefer"): left out of a query
+that has other words, since they match nearly everything and would outrank the words that
+matter when no entity has all of them. Quoted, they are searched like any word."""
+
+
+def _without_stopwords(query: Query) -> None:
+    def droppable(clause: Clause) -> bool:
+        return all(
+            len(t.words) == 1 and t.words[0] in STOPWORDS and not (t.exact or t.prefix)
+            for t in clause.terms
+        )
+
+    kept = [c for c in query.required if not droppable(c)]
+    if kept:
+        query.required = kept
 
 
 def _add(query: Query, term: Term, negative: bool, *, or_with_previous: bool) -> None:

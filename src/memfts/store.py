@@ -690,13 +690,18 @@ class Store:
         kept = self._kept_sql(parsed, types)
         if len(rare) == 1:  # one clause: no per-clause step, every entity has "all" clauses
             per_entity, complete = _PER_ENTITY_ONE_CLAUSE_SQL, "count(*) OVER ()"
+            order = "p.wholes DESC, p.score"
         else:
+            # No entity has every word (_having_every_clause found none): rank by the summed
+            # scores, where a rare word weighs more than a common one, not by how many words
+            # matched ("what editor does the user prefer" is about the editor, not "what").
             per_entity, complete = _PER_ENTITY_SQL, "count(*) OVER (PARTITION BY p.clauses)"
+            order = "p.score"
         sql = (
             f"WITH {_hits_sql(selects)}, {per_entity} "
             f"SELECT p.entity_id, p.clauses, {complete}, "
             f"count(*) OVER () FROM per_entity p {kept.sql} "
-            "ORDER BY p.clauses DESC, p.wholes DESC, p.score, p.entity_id DESC LIMIT ?"
+            f"ORDER BY {order}, p.entity_id DESC LIMIT ?"
         )
         rows: list[tuple[int, int, int, int]] = db.execute(  # type: ignore[assignment]
             sql, (*params, *kept.params, limit)
