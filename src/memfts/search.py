@@ -192,73 +192,12 @@ def parse(text: str, tokenize: Tokenize) -> Query:
     return query
 
 
-STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "been",
-        "but",
-        "by",
-        "can",
-        "could",
-        "did",
-        "do",
-        "does",
-        "for",
-        "from",
-        "had",
-        "has",
-        "have",
-        "how",
-        "i",
-        "if",
-        "in",
-        "into",
-        "is",
-        "it",
-        "its",
-        "me",
-        "my",
-        "no",
-        "not",
-        "of",
-        "on",
-        "or",
-        "our",
-        "should",
-        "so",
-        "than",
-        "that",
-        "the",
-        "their",
-        "them",
-        "then",
-        "there",
-        "these",
-        "they",
-        "this",
-        "to",
-        "was",
-        "we",
-        "were",
-        "what",
-        "when",
-        "where",
-        "which",
-        "who",
-        "why",
-        "will",
-        "with",
-        "would",
-        "you",
-        "your",
-    ]
-)
+_STOPWORD_TEXT = """
+    a an and are as at be been but by can could did do does for from had has have how i if
+    in into is it its me my no not of on or our should so than that the their them then there
+    these they this to was we were what when where which who why will with would you your
+"""
+STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 """English words a question is made of ("what does the user prefer"): left out of a query
 that has other words, since they match nearly everything and would outrank the words that
 matter when no entity has all of them. Quoted, they are searched like any word."""
