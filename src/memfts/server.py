@@ -70,9 +70,9 @@ matched. Every word must appear somewhere in an entity (any field, any order); w
 above word starts and words inside longer words ("auth" finds "authentication", "script" finds \
 "TypeScript"). If no entity has every word, the best partial matches come back (rare words \
 count more). Question words (what, does, the...) are ignored when the query has other words. \
-Case and accents are ignored; Chinese/Japanese/Korean words are found inside longer runs. A misspelt \
-word that matches nothing is replaced by the closest indexed word (`correctedQuery` says what \
-was searched, `suggestions` lists the words).
+Case and accents are ignored; Chinese/Japanese/Korean words are found inside longer runs. \
+A misspelt word that matches nothing is replaced by the closest indexed word \
+(`correctedQuery` says what was searched, `suggestions` lists the words).
 Syntax (optional; anything else is plain words): "exact phrase", -exclude, word1 OR word2, \
 prefix*, name:word (names only), type:person (entity type filter; -type:person leaves it out).
 `snippets: true` adds the best-matching observation fragments per entity (matches in **bold**); \
