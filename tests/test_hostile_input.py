@@ -8,6 +8,7 @@ can be sent) serves the whole module; every case compares read_graph before and 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -412,3 +413,63 @@ def test_stray_output_from_a_tool_or_a_child_never_reaches_the_wire(tmp_path: Pa
     assert answers[1]["id"] == 2
     assert answers[1]["result"]["content"][0]["text"] == "quiet on the wire"
     assert b"stray print" in err and b"child process output" in err
+
+
+def _initialize() -> dict[str, Any]:
+    return {
+        "jsonrpc": "2.0",
+        "id": 0,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "0"},
+        },
+    }
+
+
+def test_a_batch_piped_in_at_once_is_answered_in_full_before_exit(tmp_path: Path) -> None:
+    """`printf ... | memfts`: stdin ends right after the requests; each still gets its answer."""
+    batch = [
+        _initialize(),
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+        {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "tools/call",
+            "params": {
+                "name": "create_entities",
+                "arguments": {"entities": [{"name": "piped", "entityType": "t"}]},
+            },
+        },
+        {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "read_graph"}},
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "memfts", "--db", str(tmp_path / "memory.db")],
+        input=b"".join(json.dumps(m).encode() + b"\n" for m in batch),
+        capture_output=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    answers = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [a["id"] for a in answers] == [0, 1, 2, 3]
+    graph = answers[3]["result"]["structuredContent"]
+    assert [e["name"] for e in graph["entities"]] == ["piped"]
+
+
+@pytest.mark.parametrize("stdin", ["devnull", "file"])
+def test_stdin_that_is_not_a_pipe_is_served_and_ends_cleanly(tmp_path: Path, stdin: str) -> None:
+    source = tmp_path / "requests.jsonl"
+    source.write_text(json.dumps(_initialize()) + "\n")
+    with open(os.devnull if stdin == "devnull" else source, "rb") as handle:
+        done = subprocess.run(
+            [sys.executable, "-m", "memfts", "--db", str(tmp_path / "memory.db")],
+            stdin=handle,
+            capture_output=True,
+            timeout=30,
+        )
+    assert done.returncode == 0, done.stderr
+    assert b"Traceback" not in done.stderr
+    expected_ids = [] if stdin == "devnull" else [0]
+    assert [json.loads(line)["id"] for line in done.stdout.splitlines()] == expected_ids

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import re
+import stat
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, TypeVar
 
@@ -27,6 +28,8 @@ from mcp.types import (
     CallToolResult,
     ErrorData,
     JSONRPCError,
+    JSONRPCRequest,
+    JSONRPCResponse,
     TextContent,
     ToolAnnotations,
     jsonrpc_message_adapter,
@@ -340,15 +343,20 @@ def _has_lone_surrogate(line: str) -> bool:
     return False
 
 
+EOF_GRACE_S = 30.0
+"""At stdin EOF, how long the requests already read may take to be answered before exit."""
+
+
 async def run_stdio(server: MCPServer) -> None:
     """Serve ``server`` over stdin/stdout as newline-delimited JSON-RPC.
 
     Our own transport rather than the SDK's ``stdio_server``, for two reasons: that one answers
     nothing to a line it cannot parse (the client waits forever on that request), and it moves
     every read, write and flush to a worker thread (about a dozen thread hops per call, ~0.5 ms).
-    Here the pipes are read and written by the event loop itself. As in the SDK, fd 0 and fd 1
-    are pointed away (the null device, stderr) while serving, so a stray ``print`` or a child
-    process cannot corrupt the wire.
+    Here pipes are read and written by the event loop itself. As in the SDK, fd 0 and fd 1 are
+    pointed away (the null device, stderr) while serving, so a stray ``print`` or a child
+    process cannot corrupt the wire. At stdin EOF, the requests already read are answered
+    before the session ends (up to :data:`EOF_GRACE_S`), as a client piping a batch expects.
     """
     wire_in, wire_out = os.dup(0), os.dup(1)
     null = os.open(os.devnull, os.O_RDONLY)
@@ -357,29 +365,55 @@ async def run_stdio(server: MCPServer) -> None:
     os.dup2(2, 1)
     to_server, from_wire = anyio.create_memory_object_stream[SessionMessage | Exception](16)
     to_wire, from_server = anyio.create_memory_object_stream[SessionMessage](16)
+    in_flight = _InFlight()
     lowlevel = server._lowlevel_server
     async with anyio.create_task_group() as writing:
-        writing.start_soon(_write_wire, wire_out, from_server)
+        writing.start_soon(_write_wire, wire_out, from_server, in_flight)
         async with anyio.create_task_group() as reading:
-            reading.start_soon(_read_wire, wire_in, to_server, to_wire.clone())
+            reading.start_soon(_read_wire, wire_in, to_server, to_wire.clone(), in_flight)
             async with to_wire:
                 await lowlevel.run(from_wire, to_wire, lowlevel.create_initialization_options())
             reading.cancel_scope.cancel()
         # every sending end is closed now: the writer writes what is left, then returns
 
 
+class _InFlight:
+    """Ids of the requests read from the wire and not answered yet."""
+
+    def __init__(self) -> None:
+        self._ids: set[str | int] = set()
+        self.idle = anyio.Event()
+        self.idle.set()
+
+    def started(self, request_id: str | int) -> None:
+        if not self._ids:
+            self.idle = anyio.Event()
+        self._ids.add(request_id)
+
+    def answered(self, request_id: str | int | None) -> None:
+        if request_id in self._ids:
+            self._ids.discard(request_id)
+            if not self._ids:
+                self.idle.set()
+
+
+def _is_pipe(fd: int) -> bool:
+    """A pipe or socket, which the event loop can wait on (not a file, /dev/null, a TTY)."""
+    mode = os.fstat(fd).st_mode
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
 async def _wire_lines(fd: int) -> AsyncIterator[bytes]:
     """The lines arriving on ``fd``: read by the event loop from a pipe or socket, by a worker
-    thread from anything else (a file, a terminal)."""
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=1 << 31)  # a request may be tens of MB
+    thread from anything else."""
     file = os.fdopen(fd, "rb", buffering=0)
-    try:
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), file)
-    except ValueError:  # not a pipe, socket or character device
+    if not _is_pipe(fd):
         while line := await anyio.to_thread.run_sync(file.readline):
             yield line
         return
+    reader = asyncio.StreamReader(limit=1 << 31)  # a request may be tens of MB
+    loop = asyncio.get_running_loop()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), file)
     while line := await reader.readline():
         yield line
 
@@ -388,6 +422,7 @@ async def _read_wire(
     fd: int,
     to_server: MemoryObjectSendStream[SessionMessage | Exception],
     answers: MemoryObjectSendStream[SessionMessage],
+    in_flight: _InFlight,
 ) -> None:
     """Parse each line as the SDK does; answer those it cannot parse here, with their id."""
     async with to_server, answers:
@@ -400,26 +435,34 @@ async def _read_wire(
             except Exception as exc:  # anything a line can hold must get an answer
                 await answers.send(SessionMessage(_parse_error(line, exc)))
                 continue
+            if isinstance(message, JSONRPCRequest):
+                in_flight.started(message.id)
             await to_server.send(SessionMessage(message))
+        with anyio.move_on_after(EOF_GRACE_S):
+            await in_flight.idle.wait()
 
 
-async def _write_wire(fd: int, from_server: MemoryObjectReceiveStream[SessionMessage]) -> None:
+async def _write_wire(
+    fd: int, from_server: MemoryObjectReceiveStream[SessionMessage], in_flight: _InFlight
+) -> None:
     """Write each message as one line; waits (without blocking the loop) for a slow reader."""
-    loop = asyncio.get_running_loop()
     file = os.fdopen(fd, "wb", buffering=0)
     writer: asyncio.StreamWriter | None = None
-    try:
+    if _is_pipe(fd):
+        loop = asyncio.get_running_loop()
         transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, file)
         writer = asyncio.StreamWriter(transport, protocol, None, loop)
-    except ValueError:  # a regular file: plain writes
-        pass
     async with from_server:
         async for message in from_server:
-            data = message.message.model_dump_json(by_alias=True, exclude_unset=True) + "\n"
+            data = (
+                message.message.model_dump_json(by_alias=True, exclude_unset=True) + "\n"
+            ).encode()
             if writer is not None:
-                writer.write(data.encode())
+                writer.write(data)
                 await writer.drain()
             else:
-                file.write(data.encode())
+                await anyio.to_thread.run_sync(file.write, data)
+            if isinstance(message.message, (JSONRPCResponse, JSONRPCError)):
+                in_flight.answered(message.message.id)
     if writer is not None:
         writer.close()
