@@ -19,6 +19,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from conftest import build_schema
 from memfts.errors import EntityNotFoundError
 from memfts.models import Entity, ObservationAddition, ObservationDeletion, Relation
+from memfts.search import STOPWORDS
 from memfts.store import Store
 
 WORDS = [
@@ -61,7 +62,18 @@ class Reference:
         return {w for text in (name, etype, *observations) for w in words_of(text)}
 
     def search(self, query: str) -> set[str]:
+        """Entities with every word of the query, else those with any of them."""
+        every, matched = self._matches(query)
+        return every or matched
+
+    def every(self, query: str) -> set[str]:
+        """Entities with every word of the query."""
+        return self._matches(query)[0]
+
+    def _matches(self, query: str) -> tuple[set[str], set[str]]:
         qwords = list(dict.fromkeys(words_of(query)))[:16]
+        # question words are left out when there are other words (search.STOPWORDS)
+        qwords = [q for q in qwords if q not in STOPWORDS] or qwords
         matched: dict[str, int] = {}
         for name in self.entities:
             words = self.entity_words(name)
@@ -69,7 +81,7 @@ class Reference:
             if n:
                 matched[name] = n
         every = {name for name, n in matched.items() if n == len(qwords)}
-        return every or set(matched)
+        return every, set(matched)
 
 
 text_strategy = st.lists(
@@ -219,8 +231,8 @@ class SearchMachine(RuleBasedStateMachine):
         found = {e.name for e in result.entities}
         assert len(found) == len(result.entities), "an entity was returned twice"
         if result.correctedQuery is not None:
-            # the query as typed matched nothing; the corrected words were searched instead
-            assert self.ref.search(query) == set(), query
+            # no entity had every word as typed; the corrected words were searched instead
+            assert self.ref.every(query) == set(), query
             expected = self.ref.search(result.correctedQuery)
         else:
             expected = self.ref.search(query)
