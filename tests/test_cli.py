@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import sqlite3
 import subprocess
 import sys
@@ -105,6 +106,29 @@ def test_export_to_a_file_refuses_to_overwrite_without_force(
     code, _, _ = invoke("--db", str(imported), "export", str(target), "--force")
     assert code == 0 and target.read_bytes() == OFFICIAL.read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temp
+
+
+def test_export_gives_the_file_a_normal_mode_and_keeps_a_replaced_files_mode(
+    imported: Path, tmp_path: Path
+) -> None:
+    fresh = tmp_path / "fresh.jsonl"
+    old_umask = os.umask(0o022)
+    try:
+        assert invoke("--db", str(imported), "export", str(fresh))[0] == 0
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o644  # not mkstemp's 0600
+    shared = tmp_path / "shared.jsonl"
+    shared.write_text("old\n")
+    shared.chmod(0o664)
+    assert invoke("--db", str(imported), "export", str(shared), "--force")[0] == 0
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o664
+
+
+def test_search_within_a_lower_configured_search_limit(imported: Path) -> None:
+    done = run("search", "--json", "rockets", db=imported, MEMFTS_MAX_SEARCH_LIMIT="1")
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout)["entities"]) == 1
 
 
 def test_import_reports_malformed_lines_and_keeps_going(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from memfts.store import Store
-from workers import RawServer, error_text
+from workers import RawServer, error_text, server_env
 
 MB = 1024 * 1024
 OVER_ITEMS = 10_001  # one past the default MEMFTS_MAX_ITEMS_PER_CALL
@@ -473,3 +473,16 @@ def test_stdin_that_is_not_a_pipe_is_served_and_ends_cleanly(tmp_path: Path, std
     assert b"Traceback" not in done.stderr
     expected_ids = [] if stdin == "devnull" else [0]
     assert [json.loads(line)["id"] for line in done.stdout.splitlines()] == expected_ids
+
+
+def test_a_store_limited_below_twenty_results_still_answers_calls_without_a_limit(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "memory.db"
+    with RawServer(db, env=server_env(db, MEMFTS_MAX_SEARCH_LIMIT="2")) as server:
+        entities = [{"name": f"tea {i}", "entityType": "t"} for i in range(5)]
+        server.call_ok("create_entities", {"entities": entities})
+        found = server.call_ok("search_nodes", {"query": "tea"})["structuredContent"]
+        assert len(found["entities"]) == 2 and found["total"] == 5
+        over = server.call("search_nodes", {"query": "tea", "limit": 3})
+        assert over["isError"] is True and "less than or equal to 2" in error_text(over)

@@ -287,6 +287,7 @@ def search(
     """
     text = " ".join(query)
     with _open_store(db) as store:
+        limit = min(limit, store.limits.max_search_limit)
         result = store.search_nodes(text, limit, entity_type, snippets=True, depth=depth)
     if as_json:
         _json_out(result.model_dump(mode="json", by_alias=True, exclude_none=True))

@@ -90,9 +90,24 @@ def allowed_host_names(host: str, extra: Iterable[str] = ()) -> list[str]:
                 names.add(url_host(str(info[4][0])))
         except OSError:
             pass
+        names |= set(_outbound_addresses())
     else:
         names.add(url_host(host))
     return sorted(n for n in names if n)
+
+
+def _outbound_addresses() -> list[str]:
+    """The addresses this machine sends from: its LAN addresses, which /etc/hosts often does
+    not map the host name to. Found by routing a UDP socket (nothing is sent)."""
+    found = []
+    for family, probe in ((socket.AF_INET, "192.0.2.1"), (socket.AF_INET6, "2001:db8::1")):
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as udp:
+                udp.connect((probe, 9))
+                found.append(url_host(str(udp.getsockname()[0])))
+        except OSError:
+            continue
+    return found
 
 
 def security_settings(host: str, extra_hosts: Iterable[str] = ()) -> TransportSecuritySettings:

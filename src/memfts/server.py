@@ -222,6 +222,9 @@ def build_server(store: Store) -> MCPServer:
     async def read_graph() -> Annotated[CallToolResult, KnowledgeGraph]:
         return _graph_result(_run(store.read_graph))
 
+    # a store configured for fewer results than the usual 20 answers calls that give no limit
+    default_limit = min(20, store.limits.max_search_limit)
+
     @mcp.tool(title="Search Nodes", description=SEARCH_DESCRIPTION, annotations=READ)
     async def search_nodes(
         query: Annotated[
@@ -239,7 +242,7 @@ def build_server(store: Store) -> MCPServer:
                 le=store.limits.max_search_limit,
                 description="Most entities to return, best first",
             ),
-        ] = 20,
+        ] = default_limit,
         entityType: Annotated[
             str | None,
             Field(description="Only return entities of this type (case-insensitive)"),

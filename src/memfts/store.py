@@ -585,7 +585,8 @@ class Store:
         """
         if limit < 1 or limit > self.limits.max_search_limit:
             raise InputTooLargeError(
-                f"limit must be between 1 and {self.limits.max_search_limit}, not {limit}"
+                f"limit must be between 1 and {self.limits.max_search_limit} "
+                f"(MEMFTS_MAX_SEARCH_LIMIT), not {limit}"
             )
         if depth not in (0, 1, 2):
             raise InputTooLargeError(f"depth must be 0, 1 or 2, not {depth}")

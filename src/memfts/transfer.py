@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
@@ -566,6 +567,15 @@ def write_jsonl(store: Store, out: IO[bytes]) -> ExportCounts:
     return counts
 
 
+def _mode_for(target: Path) -> int:
+    try:
+        return stat.S_IMODE(target.stat().st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def export_file(store: Store, path: str | os.PathLike[str], *, force: bool = False) -> ExportCounts:
     """Write the graph to ``path`` atomically: readers see the old file or the whole new one."""
     target = Path(path)
@@ -580,6 +590,9 @@ def export_file(store: Store, path: str | os.PathLike[str], *, force: bool = Fal
         raise TransferError(f"cannot write in {target.parent}: {exc.strerror}") from None
     tmp = Path(tmp_name)
     try:
+        # mkstemp makes the file 0600; give it the mode a plain write would (the replaced
+        # file's mode, else what the umask allows), so a shared file stays readable
+        os.fchmod(fd, _mode_for(target))
         with os.fdopen(fd, "wb") as out:
             counts = write_jsonl(store, out)
             out.flush()
