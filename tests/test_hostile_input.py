@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from memfts.store import Store
-from workers import RawServer, error_text, server_env
+from workers import RawServer, error_text, initialize_request, server_env
 
 MB = 1024 * 1024
 OVER_ITEMS = 10_001  # one past the default MEMFTS_MAX_ITEMS_PER_CALL
@@ -381,16 +381,7 @@ anyio.run(run_stdio, server)
 def test_stray_output_from_a_tool_or_a_child_never_reaches_the_wire(tmp_path: Path) -> None:
     """One stray byte on stdout breaks the protocol: while serving, fd 1 is stderr."""
     lines = [
-        {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-06-18",
-                "capabilities": {},
-                "clientInfo": {"name": "t", "version": "0"},
-            },
-        },
+        initialize_request(),
         {"jsonrpc": "2.0", "method": "notifications/initialized"},
         {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "noisy"}},
     ]
@@ -415,23 +406,10 @@ def test_stray_output_from_a_tool_or_a_child_never_reaches_the_wire(tmp_path: Pa
     assert b"stray print" in err and b"child process output" in err
 
 
-def _initialize() -> dict[str, Any]:
-    return {
-        "jsonrpc": "2.0",
-        "id": 0,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-06-18",
-            "capabilities": {},
-            "clientInfo": {"name": "t", "version": "0"},
-        },
-    }
-
-
 def test_a_batch_piped_in_at_once_is_answered_in_full_before_exit(tmp_path: Path) -> None:
     """`printf ... | memfts`: stdin ends right after the requests; each still gets its answer."""
     batch = [
-        _initialize(),
+        initialize_request(),
         {"jsonrpc": "2.0", "method": "notifications/initialized"},
         {"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
         {
@@ -461,7 +439,7 @@ def test_a_batch_piped_in_at_once_is_answered_in_full_before_exit(tmp_path: Path
 @pytest.mark.parametrize("stdin", ["devnull", "file"])
 def test_stdin_that_is_not_a_pipe_is_served_and_ends_cleanly(tmp_path: Path, stdin: str) -> None:
     source = tmp_path / "requests.jsonl"
-    source.write_text(json.dumps(_initialize()) + "\n")
+    source.write_text(json.dumps(initialize_request()) + "\n")
     with open(os.devnull if stdin == "devnull" else source, "rb") as handle:
         done = subprocess.run(
             [sys.executable, "-m", "memfts", "--db", str(tmp_path / "memory.db")],

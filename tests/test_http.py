@@ -27,6 +27,7 @@ from mcp.shared.exceptions import MCPError
 from conftest import build_schema, memfts_command
 from memfts.http import HttpConfigError, check_exposure, load_token, security_settings
 from memfts.store import Store
+from workers import initialize_request
 
 STARTUP_S = 20.0
 
@@ -109,16 +110,7 @@ def post(
         return exc.code, dict(exc.headers), exc.read()
 
 
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "raw", "version": "0"},
-    },
-}
+INITIALIZE = initialize_request(1)
 CREATE_INTRUDER = {
     "jsonrpc": "2.0",
     "id": 2,

@@ -39,6 +39,18 @@ def server_env(db: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+INITIALIZE_PARAMS: dict[str, Any] = {
+    "protocolVersion": PROTOCOL_VERSION,
+    "capabilities": {},
+    "clientInfo": {"name": "memfts-tests", "version": "0"},
+}
+
+
+def initialize_request(request_id: int = 0) -> dict[str, Any]:
+    """The ``initialize`` request line a client sends first."""
+    return {"jsonrpc": "2.0", "id": request_id, "method": "initialize", "params": INITIALIZE_PARAMS}
+
+
 class ServerGone(Exception):
     """The server closed its stdout (it exited or was killed) before answering."""
 
@@ -133,14 +145,7 @@ class RawServer:
         return self.wait(self.send(method, params), timeout)
 
     def initialize(self) -> dict[str, Any]:
-        answer = self.request(
-            "initialize",
-            {
-                "protocolVersion": PROTOCOL_VERSION,
-                "capabilities": {},
-                "clientInfo": {"name": "memfts-tests", "version": "0"},
-            },
-        )
+        answer = self.request("initialize", INITIALIZE_PARAMS)
         assert "result" in answer, answer
         self.notify("notifications/initialized")
         return answer
