@@ -527,6 +527,7 @@ def test_bad_arguments_are_tool_errors_naming_what_was_wrong(
     message = error_text(result)
     for word in expected:
         assert word in message, f"{word!r} missing from {message!r}"
+    assert "\n" not in message and "errors.pydantic.dev" not in message, message  # one line
     assert mcp.ok("read_graph").structured_content == {"entities": [], "relations": []}
 
 

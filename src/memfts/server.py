@@ -20,7 +20,7 @@ import anyio
 import pydantic_core
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.shared.message import SessionMessage
 from mcp.types import (
     INVALID_REQUEST,
@@ -121,9 +121,33 @@ def _run(call: Callable[..., T], *args: Any) -> T:
         raise ToolError(str(exc)) from exc
 
 
+class _Server(MCPServer):
+    """The SDK's server, with argument errors said in one line a model can act on."""
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            cause = exc.__cause__
+            if isinstance(exc, UnexpectedToolError) or not isinstance(cause, ValidationError):
+                raise
+            raise ToolError(f"Invalid arguments for {name}: {_brief(cause)}") from cause
+
+
+def _brief(error: ValidationError) -> str:
+    """``field: problem`` for the first few problems, without the rejected values (the
+    caller's data) and without pydantic's links."""
+    problems = []
+    for item in error.errors(include_url=False, include_input=False)[:5]:
+        where = ".".join(str(part) for part in item["loc"]) or "arguments"
+        problems.append(f"{where}: {str(item['msg']).removeprefix('Value error, ')}")
+    more = len(error.errors()) - len(problems)
+    return "; ".join(problems) + (f" (and {more} more)" if more > 0 else "")
+
+
 def build_server(store: Store) -> MCPServer:
     """An MCP server exposing ``store``; run it with ``.run()`` (stdio) or an HTTP transport."""
-    mcp = MCPServer(
+    mcp = _Server(
         "memfts",
         version=__version__,
         instructions="Persistent knowledge-graph memory with ranked full-text search. "
