@@ -464,3 +464,25 @@ def test_a_store_limited_below_twenty_results_still_answers_calls_without_a_limi
         assert len(found["entities"]) == 2 and found["total"] == 5
         over = server.call("search_nodes", {"query": "tea", "limit": 3})
         assert over["isError"] is True and "less than or equal to 2" in error_text(over)
+
+
+def test_a_client_that_stops_reading_ends_the_server_quietly(tmp_path: Path) -> None:
+    """A client that closes its end of stdout (it crashed, or lost interest) must not make the
+    server die with a traceback: it ends normally once stdin closes too."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "memfts", "--db", str(tmp_path / "memory.db")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    proc.stdin.write(json.dumps(initialize_request()).encode() + b"\n")
+    proc.stdin.flush()
+    assert json.loads(proc.stdout.readline())["id"] == 0
+    proc.stdout.close()
+    for request_id in range(1, 4):
+        line = {"jsonrpc": "2.0", "id": request_id, "method": "tools/list"}
+        proc.stdin.write(json.dumps(line).encode() + b"\n")
+    proc.stdin.close()
+    assert proc.wait(timeout=20) == 0
+    assert b"Traceback" not in proc.stderr.read()

@@ -9,7 +9,9 @@ text block) match ``@modelcontextprotocol/server-memory``, so switching is one c
 
 import asyncio
 import contextlib
+import io
 import json
+import logging
 import os
 import re
 import stat
@@ -28,6 +30,7 @@ from mcp.types import (
     CallToolResult,
     ErrorData,
     JSONRPCError,
+    JSONRPCNotification,
     JSONRPCRequest,
     JSONRPCResponse,
     TextContent,
@@ -84,6 +87,8 @@ prefix*, name:word (names only), type:person (entity type filter; -type:person l
 most recently changed entities."""
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 MAX_QUERY_CHARS = 100_000
@@ -370,6 +375,8 @@ def _has_lone_surrogate(line: str) -> bool:
     return False
 
 
+CANCELLED = "notifications/cancelled"
+
 EOF_GRACE_S = 30.0
 """At stdin EOF, how long the requests already read may take to be answered before exit."""
 
@@ -464,6 +471,9 @@ async def _read_wire(
                 continue
             if isinstance(message, JSONRPCRequest):
                 in_flight.started(message.id)
+            elif isinstance(message, JSONRPCNotification) and message.method == CANCELLED:
+                # a cancelled request gets no answer: do not wait for one at EOF
+                in_flight.answered((message.params or {}).get("requestId"))
             await to_server.send(SessionMessage(message))
         with anyio.move_on_after(EOF_GRACE_S):
             await in_flight.idle.wait()
@@ -473,7 +483,7 @@ async def _write_wire(
     fd: int, from_server: MemoryObjectReceiveStream[SessionMessage], in_flight: _InFlight
 ) -> None:
     """Write each message as one line; waits (without blocking the loop) for a slow reader."""
-    file = os.fdopen(fd, "wb", buffering=0)
+    file: io.RawIOBase | None = os.fdopen(fd, "wb", buffering=0)
     writer: asyncio.StreamWriter | None = None
     if _is_pipe(fd):
         loop = asyncio.get_running_loop()
@@ -484,12 +494,18 @@ async def _write_wire(
             data = (
                 message.message.model_dump_json(by_alias=True, exclude_unset=True) + "\n"
             ).encode()
-            if writer is not None:
-                writer.write(data)
-                await writer.drain()
-            else:
-                await anyio.to_thread.run_sync(file.write, data)
             if isinstance(message.message, (JSONRPCResponse, JSONRPCError)):
                 in_flight.answered(message.message.id)
+            try:
+                if writer is not None:
+                    writer.write(data)
+                    await writer.drain()
+                elif file is not None:
+                    await anyio.to_thread.run_sync(file.write, data)
+            except (BrokenPipeError, ConnectionResetError):
+                # the client stopped reading: drop what it would have read, but keep taking
+                # the session's answers so nothing blocks; the session ends at stdin EOF
+                log.info("the client closed stdout; answers are dropped until stdin closes")
+                writer, file = None, None
     if writer is not None:
         writer.close()
