@@ -660,3 +660,19 @@ def test_two_stores_on_one_file_see_each_others_writes(db_path: Path) -> None:
     finally:
         one.close()
         two.close()
+
+
+def test_an_entity_whose_observation_positions_are_used_up_refuses_more(store: Store) -> None:
+    """Observation ids are entity_id << 20 + position; past the last position the call fails
+    with a clear error and stores nothing (the position is set directly: 2^20 adds are slow)."""
+    store.create_entities([Entity(name="Hot", entityType="log", observations=["first"])])
+    conn = store._db.conn
+    entity_id = conn.execute("SELECT id FROM entities WHERE name = 'Hot'").get
+    assert isinstance(entity_id, int)
+    last = (entity_id << 20) + (1 << 20) - 1
+    conn.execute(
+        "INSERT INTO observations(id, entity_id, content) VALUES (?, ?, 'last')", (last, entity_id)
+    )
+    with pytest.raises(InputTooLargeError, match="'Hot' has been given 1,048,575 observations"):
+        store.add_observations([ObservationAddition(entityName="Hot", contents=["one more"])])
+    assert store.open_nodes(["Hot"]).entities[0].observations == ["first", "last"]

@@ -115,9 +115,10 @@ def _insert_observations(db: apsw.Connection, entity_id: int, contents: Iterable
     added: list[str] = []
     for content in contents:
         if next_id >= end:
+            name = db.execute("SELECT name FROM entities WHERE id = ?", (entity_id,)).get
             raise InputTooLargeError(
-                f"entity #{entity_id} already has the most observations one entity can hold "
-                f"({(1 << OBSERVATION_ID_BITS) - 1:,})"
+                f"entity {name!r} has been given {(1 << OBSERVATION_ID_BITS) - 1:,} observations "
+                "over its life, the most one entity can take; store more on a new entity"
             )
         if db.execute(
             "INSERT INTO observations(id, entity_id, content) VALUES (?, ?, ?) "
