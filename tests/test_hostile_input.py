@@ -486,3 +486,18 @@ def test_a_client_that_stops_reading_ends_the_server_quietly(tmp_path: Path) -> 
     proc.stdin.close()
     assert proc.wait(timeout=20) == 0
     assert b"Traceback" not in proc.stderr.read()
+
+
+@pytest.mark.parametrize("bad_id", ["1.0", "null", "true", "[1]"])
+def test_a_request_with_an_id_that_is_not_a_string_or_integer_is_answered(
+    server: RawServer, bad_id: str
+) -> None:
+    """Such a line parses as a notification, which gets no answer: the client would wait."""
+    before = server.graph()
+    server.send_line(
+        b'{"jsonrpc":"2.0","id":%s,"method":"tools/call","params":{"name":"create_entities",'
+        b'"arguments":{"entities":[{"name":"sneaky","entityType":"t"}]}}}' % bad_id.encode()
+    )
+    answer = server.responses.get(timeout=5)
+    assert answer["id"] is None and answer["error"]["code"] == -32600, answer
+    assert server.graph() == before

@@ -390,6 +390,31 @@ def test_negated_type_filter_leaves_that_type_out(drinks: Session) -> None:
     assert sorted(names(search(drinks, "-type:person"))) == ["Carol", "Mug", "Teapot"]
 
 
+def test_review_cases_of_syntax_with_punctuation_stopwords_and_types(mcp: Session) -> None:
+    seed(
+        mcp,
+        [
+            entity("A", "tool", "uses node.js for the backend"),
+            entity("B", "tool", "uses next.js and react"),
+            entity("C", "thing", "a node in the graph"),
+            entity("it", "word", "alpha"),
+            entity("Other", "word", "alpha mention it"),
+            entity("P", "person", "misspelled word here"),
+            entity("Q", "project", "misspelled word there"),
+        ],
+    )
+    # "-node.js" leaves out node.js, not every entity with "node" or "js"
+    assert names(search(mcp, "uses -node.js")) == ["B"]
+    # a name filter is never dropped as a question word
+    assert names(search(mcp, "name:it alpha")) == ["it"]
+    # the type exclusion still holds when a typo is corrected
+    corrected = search(mcp, "mispelled -type:person")
+    assert corrected["correctedQuery"] == "misspelled"
+    assert names(corrected) == ["Q"]
+    # the last code point of Unicode is an ordinary character
+    assert search(mcp, "a\U0010ffffbcd")["total"] == 0
+
+
 def test_name_filter_in_query(drinks: Session) -> None:
     assert sorted(names(search(drinks, "alice"))) == ["Alice", "Bob"]  # Bob mentions her
     assert names(search(drinks, "name:alice")) == ["Alice"]

@@ -285,7 +285,10 @@ def search(
     Shows the matching fragments of each entity. The query syntax is the tool's: "exact
     phrase", -exclude, a OR b, prefix*, name:word, type:person.
     """
-    text = " ".join(query)
+    # bytes that are not UTF-8 in an argument arrive as lone surrogates: make them text
+    text = " ".join(query).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    if entity_type is not None:
+        entity_type = entity_type.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     with _open_store(db) as store:
         limit = min(limit, store.limits.max_search_limit)
         result = store.search_nodes(text, limit, entity_type, snippets=True, depth=depth)

@@ -174,6 +174,8 @@ def parse(text: str, tokenize: Tokenize) -> Query:
             words = tuple(tokenize(raw_word))
             if len(words) == 1:
                 term = Term(words, prefix=star)
+            elif words and negative:  # "-node.js" leaves out "node.js", not every "node"
+                term = Term(words, prefix=star, exact=True)
             elif words:  # "node.js", "C++/CLI": several index words, each required
                 terms = [Term((w,)) for w in words[:-1]] + [Term((words[-1],), prefix=star)]
                 for extra in terms[:-1]:
@@ -206,7 +208,9 @@ matter when no entity has all of them. Quoted, they are searched like any word."
 def _without_stopwords(query: Query) -> None:
     def droppable(clause: Clause) -> bool:
         return all(
-            len(t.words) == 1 and t.words[0] in STOPWORDS and not (t.exact or t.prefix)
+            len(t.words) == 1
+            and t.words[0] in STOPWORDS
+            and not (t.exact or t.prefix or t.name_only)
             for t in clause.terms
         )
 

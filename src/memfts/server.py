@@ -365,6 +365,28 @@ def _parse_error(line: str, exc: Exception) -> JSONRPCError:
     )
 
 
+def _has_id(line: str) -> bool:
+    if '"id"' not in line:
+        return False
+    try:
+        message = json.loads(line)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(message, dict) and "id" in message
+
+
+def _bad_id() -> JSONRPCError:
+    return JSONRPCError(
+        jsonrpc="2.0",
+        id=None,
+        error=ErrorData(
+            code=INVALID_REQUEST,
+            message="Invalid request: the id must be a string or an integer "
+            "(a notification has no id)",
+        ),
+    )
+
+
 def _has_lone_surrogate(line: str) -> bool:
     try:
         json.dumps(json.loads(line), ensure_ascii=False).encode("utf-8")
@@ -440,11 +462,12 @@ def _is_pipe(fd: int) -> bool:
 async def _wire_lines(fd: int) -> AsyncIterator[bytes]:
     """The lines arriving on ``fd``: read by the event loop from a pipe or socket, by a worker
     thread from anything else."""
-    file = os.fdopen(fd, "rb", buffering=0)
     if not _is_pipe(fd):
-        while line := await anyio.to_thread.run_sync(file.readline):
+        buffered = os.fdopen(fd, "rb")  # buffered: readline on a raw file reads byte by byte
+        while line := await anyio.to_thread.run_sync(buffered.readline):
             yield line
         return
+    file = os.fdopen(fd, "rb", buffering=0)
     reader = asyncio.StreamReader(limit=1 << 31)  # a request may be tens of MB
     loop = asyncio.get_running_loop()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), file)
@@ -471,6 +494,10 @@ async def _read_wire(
                 continue
             if isinstance(message, JSONRPCRequest):
                 in_flight.started(message.id)
+            elif isinstance(message, JSONRPCNotification) and _has_id(line):
+                # an id that is not a string or an integer: not a notification, a bad request
+                await answers.send(SessionMessage(_bad_id()))
+                continue
             elif isinstance(message, JSONRPCNotification) and message.method == CANCELLED:
                 # a cancelled request gets no answer: do not wait for one at EOF
                 in_flight.answered((message.params or {}).get("requestId"))

@@ -814,6 +814,8 @@ class Store:
                 for c in parsed.required
             ],
             excluded=parsed.excluded,
+            entity_types=parsed.entity_types,
+            excluded_types=parsed.excluded_types,
         )
         ranking = self._ranked(db, fixed, limit, types)
         ranking.searched = fixed
@@ -839,6 +841,7 @@ class Store:
         key = search.loose_key(word)
         budget = search.typo_budget(word)
         start = word[:2]
+        after = start[:-1] + chr(min(ord(start[-1]) + 1, 0x10FFFF))
         candidates = {
             term
             for (term,) in db.execute(
@@ -850,7 +853,7 @@ class Store:
                 (
                     " OR ".join(search.quote(g) for g in grams),
                     start,
-                    start[:-1] + chr(ord(start[-1]) + 1),
+                    after,
                     len(word) - budget,
                     len(word) + budget,
                     key,
