@@ -676,3 +676,14 @@ def test_an_entity_whose_observation_positions_are_used_up_refuses_more(store: S
     with pytest.raises(InputTooLargeError, match="'Hot' has been given 1,048,575 observations"):
         store.add_observations([ObservationAddition(entityName="Hot", contents=["one more"])])
     assert store.open_nodes(["Hot"]).entities[0].observations == ["first", "last"]
+
+
+def test_an_import_that_adds_to_an_existing_entity_makes_it_recent(store: Store) -> None:
+    store.create_entities(
+        [Entity(name="Old", entityType="t"), Entity(name="Newer", entityType="t")]
+    )
+    assert [e.name for e in store.search_nodes("").entities] == ["Newer", "Old"]
+    store.import_batch([Entity(name="Old", entityType="t", observations=["fresh news"])], [])
+    assert [e.name for e in store.search_nodes("").entities] == ["Old", "Newer"]
+    store.import_batch([Entity(name="Newer", entityType="t")], [])  # nothing added: unchanged
+    assert [e.name for e in store.search_nodes("").entities] == ["Old", "Newer"]

@@ -487,7 +487,8 @@ class Store:
                     "ON CONFLICT(name) DO NOTHING RETURNING id",
                     (entity.name, entity.entityType, now),
                 ).get
-                if entity_id is None:
+                existing = entity_id is None
+                if existing:
                     counts.entities_skipped += 1
                     entity_id = db.execute(
                         "SELECT id FROM entities WHERE name = ?", (entity.name,)
@@ -495,6 +496,8 @@ class Store:
                 else:
                     counts.entities_added += 1
                 added = len(_insert_observations(db, entity_id, entity.observations))
+                if added and existing:  # changed now, as with add_observations
+                    db.execute("UPDATE entities SET updated_at = ? WHERE id = ?", (now, entity_id))
                 counts.observations_added += added
                 counts.observations_skipped += len(entity.observations) - added
             for r in relations:
