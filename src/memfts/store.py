@@ -104,6 +104,28 @@ entity is its rowid shifted, with no lookup, and an entity holds at most 2^20 ob
 _OBSERVATION_ENTITY = f"(observations_fts.rowid >> {OBSERVATION_ID_BITS})"
 
 
+def _insert_entity(db: apsw.Connection, entity: Entity, now: int) -> int | None:
+    """Create the entity (without observations) unless its name exists; its id if created."""
+    entity_id = db.execute(
+        "INSERT INTO entities(name, entity_type, updated_at) VALUES (?, ?, ?) "
+        "ON CONFLICT(name) DO NOTHING RETURNING id",
+        (entity.name, entity.entityType, now),
+    ).get
+    return None if entity_id is None else int(entity_id)
+
+
+def _insert_relation(db: apsw.Connection, relation: Relation) -> bool:
+    """Create the relation unless it exists; True if created."""
+    return (
+        db.execute(
+            "INSERT INTO relations(from_name, to_name, relation_type) VALUES (?, ?, ?) "
+            "ON CONFLICT DO NOTHING RETURNING id",
+            (relation.from_, relation.to, relation.relationType),
+        ).get
+        is not None
+    )
+
+
 def _insert_observations(db: apsw.Connection, entity_id: int, contents: Iterable[str]) -> list[str]:
     """Append the contents the entity lacks, in order; return those actually added."""
     first = entity_id << OBSERVATION_ID_BITS
@@ -257,6 +279,9 @@ class Store:
         self._query_words = search.make_tokenizer(self._db.conn, query=True)
         self._document_words = search.make_tokenizer(self._db.conn, query=False)
         self._known_words: set[str] = set()
+        self._spellings: dict[str, str | None] = {}
+        """:meth:`_closest_word` answers within one search (suggestions, then correction);
+        emptied when the next search starts, since writes change the vocabulary."""
         conn = self._db.conn
         # Unicode case folding for entity types (SQL's NOCASE folds ASCII only), and the word
         # statistics typo suggestions rank by; both live on this connection only, not in the file.
@@ -343,11 +368,7 @@ class Store:
         now = _now_us()
         with self._write() as db:
             for entity in entities:
-                entity_id = db.execute(
-                    "INSERT INTO entities(name, entity_type, updated_at) VALUES (?, ?, ?) "
-                    "ON CONFLICT(name) DO NOTHING RETURNING id",
-                    (entity.name, entity.entityType, now),
-                ).get
+                entity_id = _insert_entity(db, entity, now)
                 if entity_id is None:
                     continue
                 observations = _insert_observations(db, entity_id, entity.observations)
@@ -372,12 +393,7 @@ class Store:
         created: list[Relation] = []
         with self._write() as db:
             for r in relations:
-                new = db.execute(
-                    "INSERT INTO relations(from_name, to_name, relation_type) VALUES (?, ?, ?) "
-                    "ON CONFLICT DO NOTHING RETURNING id",
-                    (r.from_, r.to, r.relationType),
-                ).get
-                if new is not None:
+                if _insert_relation(db, r):
                     created.append(r)
         return created
 
@@ -482,34 +498,26 @@ class Store:
         now = _now_us()
         with self._write() as db:
             for entity in entities:
-                entity_id = db.execute(
-                    "INSERT INTO entities(name, entity_type, updated_at) VALUES (?, ?, ?) "
-                    "ON CONFLICT(name) DO NOTHING RETURNING id",
-                    (entity.name, entity.entityType, now),
-                ).get
-                existing = entity_id is None
-                if existing:
+                created_id = _insert_entity(db, entity, now)
+                existing = created_id is None
+                if created_id is None:
                     counts.entities_skipped += 1
-                    entity_id = db.execute(
-                        "SELECT id FROM entities WHERE name = ?", (entity.name,)
-                    ).get
+                    entity_id = int(
+                        db.execute("SELECT id FROM entities WHERE name = ?", (entity.name,)).get
+                    )
                 else:
                     counts.entities_added += 1
+                    entity_id = created_id
                 added = len(_insert_observations(db, entity_id, entity.observations))
                 if added and existing:  # changed now, as with add_observations
                     db.execute("UPDATE entities SET updated_at = ? WHERE id = ?", (now, entity_id))
                 counts.observations_added += added
                 counts.observations_skipped += len(entity.observations) - added
             for r in relations:
-                new = db.execute(
-                    "INSERT INTO relations(from_name, to_name, relation_type) VALUES (?, ?, ?) "
-                    "ON CONFLICT DO NOTHING RETURNING id",
-                    (r.from_, r.to, r.relationType),
-                ).get
-                if new is None:
-                    counts.relations_skipped += 1
-                else:
+                if _insert_relation(db, r):
                     counts.relations_added += 1
+                else:
+                    counts.relations_skipped += 1
             words = self._remember_words(
                 db, (t for e in entities for t in (e.name, e.entityType, *e.observations))
             )
@@ -597,6 +605,7 @@ class Store:
         parsed = search.parse(query, self._query_words)
         types = [search.fold(t) for t in (entity_type, *parsed.entity_types) if t and t.strip()]
         with self._read() as db:
+            self._spellings.clear()
             if parsed.required:
                 ranking = self._ranked(db, parsed, limit, types)
                 if ranking.total == 0 or (ranking.suggestions and not ranking.complete):
@@ -836,6 +845,11 @@ class Store:
         and about its length (transpositions, which share no trigram in a short word), and
         words with the same spelling key (``yildiz`` for ``yıldız``, at distance 0).
         """
+        if word not in self._spellings:
+            self._spellings[word] = self._find_closest_word(db, word)
+        return self._spellings[word]
+
+    def _find_closest_word(self, db: apsw.Connection, word: str) -> str | None:
         if len(word) > search.MAX_CORRECTED_WORD:
             return None  # no word is that long: a pasted blob, not a typo
         grams = search.trigrams(word)
