@@ -47,6 +47,7 @@ def memfts_command() -> list[str]:
 
 
 def server_env(db: Path, **extra: str) -> dict[str, str]:
+    """The environment a client such as Claude Desktop gives the server, plus the database."""
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
     env["MEMORY_DB_PATH"] = str(db)
     env.update(extra)

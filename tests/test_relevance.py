@@ -135,26 +135,26 @@ def test_the_set_is_the_same_under_another_hash_seed(
     assert out.strip() == _digest(queries)
 
 
-@pytest.mark.parametrize("label", sorted(HIT10_FLOORS))
-def test_hit_at_10_floor(label: str, scores: dict[str, Score], outcomes: list[Outcome]) -> None:
-    score = scores[label]
-    missed = [
-        (o.query.text, sorted(o.query.answers), o.returned[:3])
-        for o in outcomes
-        if label in (o.query.cls, f"{o.query.cls}/{o.query.sub}") and o.rank is None
-    ]
-    assert score.hit10 >= HIT10_FLOORS[label], f"{label}: {score}; missed: {missed[:10]}"
+FLOORS = {"hit10": HIT10_FLOORS, "hit1": HIT1_FLOORS}
 
 
-@pytest.mark.parametrize("label", sorted(HIT1_FLOORS))
-def test_hit_at_1_floor(label: str, scores: dict[str, Score], outcomes: list[Outcome]) -> None:
+@pytest.mark.parametrize(
+    ("metric", "label"),
+    [(metric, label) for metric, floors in FLOORS.items() for label in sorted(floors)],
+)
+def test_floor(metric: str, label: str, scores: dict[str, Score], outcomes: list[Outcome]) -> None:
     score = scores[label]
-    misranked = [
+    first_only = metric == "hit1"
+    failed = [
         (o.query.text, sorted(o.query.answers), o.returned[:3])
         for o in outcomes
-        if label in (o.query.cls, f"{o.query.cls}/{o.query.sub}") and o.rank != 1
+        if label in (o.query.cls, f"{o.query.cls}/{o.query.sub}")
+        and (o.rank != 1 if first_only else o.rank is None)
     ]
-    assert score.hit1 >= HIT1_FLOORS[label], f"{label}: {score}; not first: {misranked[:10]}"
+    what = "not first" if first_only else "missed"
+    assert getattr(score, metric) >= FLOORS[metric][label], (
+        f"{label}: {score}; {what}: {failed[:10]}"
+    )
 
 
 def test_every_class_is_measured(scores: dict[str, Score]) -> None:

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import queue
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -23,20 +21,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+# the same spawn command and client environment as the protocol tests; re-exported for the
+# modules (and bench/stress.py) that import them from here
+from conftest import memfts_command as memfts_command
+from conftest import server_env as server_env
+
 PROTOCOL_VERSION = "2025-06-18"
 TIMEOUT_S = 30.0
-
-
-def memfts_command() -> list[str]:
-    return [sys.executable, "-m", "memfts"]
-
-
-def server_env(db: Path, **extra: str) -> dict[str, str]:
-    """The environment a client such as Claude Desktop gives the server, plus the database."""
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
-    env["MEMORY_DB_PATH"] = str(db)
-    env.update(extra)
-    return env
 
 
 INITIALIZE_PARAMS: dict[str, Any] = {
