@@ -363,7 +363,8 @@ def test_one_call_cannot_carry_unbounded_text(server: RawServer) -> None:
 _NOISY_SERVER = """
 import os, sys
 import anyio
-from memfts.server import build_server, run_stdio
+from memfts.server import build_server
+from memfts.stdio import run_stdio
 from memfts.store import Store
 
 server = build_server(Store(sys.argv[1]))

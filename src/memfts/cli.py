@@ -206,7 +206,8 @@ def serve(
         return
     import anyio
 
-    from memfts.server import build_server, run_stdio
+    from memfts.server import build_server
+    from memfts.stdio import run_stdio
 
     with _open_store(db, create=True) as store:
         _close_on_sigterm(store)
