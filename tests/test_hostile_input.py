@@ -109,7 +109,7 @@ REFUSED: list[tuple[str, Any, str]] = [
     ("search_nodes", {"query": "tea", "entityType": ["person"]}, "valid string"),
     ("open_nodes", {"names": [None]}, "valid string"),
     ("open_nodes", {"names": "alice"}, "valid list"),
-    ("no_such_tool", {}, "Unknown tool"),
+    ("no_such_tool", {}, "Tool no_such_tool not found"),
     # empty and blank names
     ("create_entities", {"entities": [{"name": "", "entityType": "t"}]}, "empty"),
     ("create_entities", {"entities": [{"name": " \t\n ", "entityType": "t"}]}, "empty"),

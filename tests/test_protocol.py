@@ -150,10 +150,18 @@ def tools(server: Session) -> dict[str, dict[str, Any]]:
     }
 
 
-def schema_properties(schema: dict[str, Any], ref: str | None = None) -> dict[str, Any]:
-    if ref is not None:
-        schema = schema["$defs"][ref]
+def schema_properties(schema: dict[str, Any]) -> dict[str, Any]:
     return dict(schema.get("properties", {}))
+
+
+def refs_in(node: Any) -> list[str]:
+    """Every ``$ref`` and ``$defs`` key anywhere in a schema."""
+    if isinstance(node, list):
+        return [found for item in node for found in refs_in(item)]
+    if not isinstance(node, dict):
+        return []
+    here = [key for key in node if key in ("$ref", "$defs")]
+    return here + [found for value in node.values() for found in refs_in(value)]
 
 
 # ---- tools/list ---------------------------------------------------------------------------
@@ -211,35 +219,42 @@ def test_no_extra_required_arguments(tools: dict[str, dict[str, Any]]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("tool", "argument", "model", "fields"),
+    ("tool", "argument", "fields"),
     [
-        ("create_entities", "entities", "Entity", ["name", "entityType", "observations"]),
-        ("create_relations", "relations", "Relation", ["from", "to", "relationType"]),
-        ("delete_relations", "relations", "Relation", ["from", "to", "relationType"]),
-        ("add_observations", "observations", "ObservationAddition", ["entityName", "contents"]),
-        (
-            "delete_observations",
-            "deletions",
-            "ObservationDeletion",
-            ["entityName", "observations"],
-        ),
+        ("create_entities", "entities", ["name", "entityType", "observations"]),
+        ("create_relations", "relations", ["from", "to", "relationType"]),
+        ("delete_relations", "relations", ["from", "to", "relationType"]),
+        ("add_observations", "observations", ["entityName", "contents"]),
+        ("delete_observations", "deletions", ["entityName", "observations"]),
     ],
 )
-def test_nested_argument_field_names(
-    tools: dict[str, dict[str, Any]], tool: str, argument: str, model: str, fields: list[str]
+def test_nested_argument_field_names_are_written_inline(
+    tools: dict[str, dict[str, Any]], tool: str, argument: str, fields: list[str]
 ) -> None:
+    """As the official server writes them: the item's fields right there, no ``$ref`` for a
+    client to follow (some MCP clients do not resolve it)."""
     schema = tools[tool]["inputSchema"]
     assert schema["properties"][argument]["type"] == "array"
-    assert schema["properties"][argument]["items"] == {"$ref": f"#/$defs/{model}"}
-    props = schema_properties(schema, model)
+    items = schema["properties"][argument]["items"]
+    assert items["type"] == "object"
+    props = schema_properties(items)
     assert sorted(props) == sorted(fields)  # `from`, never `from_`
     assert all(props[f]["type"] in ("string", "array") for f in fields)
+    assert set(items["required"]) >= set(fields) - {"observations"}
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL))
+def test_no_schema_uses_ref_or_defs(tools: dict[str, dict[str, Any]], name: str) -> None:
+    assert refs_in(tools[name]["inputSchema"]) == []
+    assert refs_in(tools[name]["outputSchema"]) == []
 
 
 @pytest.mark.parametrize("tool", ["read_graph", "open_nodes", "search_nodes", "create_relations"])
 def test_output_relations_use_from_not_from_(tools: dict[str, dict[str, Any]], tool: str) -> None:
-    relation_schema = tools[tool]["outputSchema"]["$defs"]["Relation"]
-    assert sorted(relation_schema["properties"]) == ["from", "relationType", "to"]
+    relation_schema = tools[tool]["outputSchema"]["properties"]["relations"]
+    if "anyOf" in relation_schema:  # optional in search results (compact mode)
+        [relation_schema] = [s for s in relation_schema["anyOf"] if s.get("type") == "array"]
+    assert sorted(relation_schema["items"]["properties"]) == ["from", "relationType", "to"]
 
 
 @pytest.mark.parametrize("name", ["delete_entities", "open_nodes"])
@@ -320,7 +335,7 @@ def test_add_observations_to_a_missing_entity_is_a_tool_error_and_saves_nothing(
         },
     )
     assert result.is_error
-    assert "Entity with name Ghost not found" in error_text(result)
+    assert error_text(result) == "Entity with name Ghost not found"  # the official wording
     assert mcp.ok("read_graph").structured_content == {
         "entities": [entity("A", "t", "old")],
         "relations": [],
@@ -525,6 +540,8 @@ def test_bad_arguments_are_tool_errors_naming_what_was_wrong(
     assert result.is_error
     assert result.structured_content is None
     message = error_text(result)
+    # the official server's wording, then one line per problem instead of zod's JSON dump
+    assert message.startswith(f"Input validation error: Invalid arguments for tool {tool}: ")
     for word in expected:
         assert word in message, f"{word!r} missing from {message!r}"
     assert "\n" not in message and "errors.pydantic.dev" not in message, message  # one line
@@ -534,7 +551,7 @@ def test_bad_arguments_are_tool_errors_naming_what_was_wrong(
 def test_unknown_tool_is_a_tool_error(mcp: Session) -> None:
     result = mcp.call("drop_everything", {})
     assert result.is_error
-    assert "drop_everything" in error_text(result)
+    assert error_text(result) == "Tool drop_everything not found"  # the official wording
 
 
 def test_the_server_survives_errors(mcp: Session) -> None:
@@ -593,6 +610,7 @@ def test_input_over_a_limit_is_a_tool_error_naming_the_limit(mcp: Session) -> No
     result = mcp.call("create_entities", {"entities": [entity("n" * 1001, "t")]})
     assert result.is_error
     assert "MEMFTS_MAX_NAME_CHARS" in error_text(result)
+    assert not error_text(result).startswith("Error executing tool")  # the message alone
     assert mcp.ok("read_graph").structured_content == {"entities": [], "relations": []}
 
 

@@ -16,6 +16,7 @@ from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.types import (
     CallToolResult,
     TextContent,
+    Tool,
     ToolAnnotations,
 )
 from pydantic import BaseModel, Field, ValidationError
@@ -106,16 +107,67 @@ def _run(call: Callable[..., T], *args: Any) -> T:
 
 
 class _Server(MCPServer):
-    """The SDK's server, with argument errors said in one line a model can act on."""
+    """The SDK's server, speaking as the official server does: tool errors in its words, and
+    input schemas written out inline (some clients do not follow ``$ref``)."""
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        """Tool errors worded as the official server words them.
+
+        The SDK prefixes every failure with "Error executing tool <name>: "; the official
+        server (TypeScript SDK) sends the message alone ("Entity with name Ghost not found"),
+        "Input validation error: Invalid arguments for tool <name>: ..." for arguments that
+        fail the schema, and "Tool <name> not found" for an unknown tool. A crash keeps the
+        SDK's bare "Error executing tool <name>": its text stays in the server's log.
+        """
+        if self._tool_manager.get_tool(name) is None:
+            raise ToolError(f"Tool {name} not found")
         try:
             return await super().call_tool(name, arguments, context)
+        except UnexpectedToolError:
+            raise
         except ToolError as exc:
             cause = exc.__cause__
-            if isinstance(exc, UnexpectedToolError) or not isinstance(cause, ValidationError):
-                raise
-            raise ToolError(f"Invalid arguments for {name}: {_brief(cause)}") from cause
+            if isinstance(cause, ValidationError):
+                raise ToolError(
+                    f"Input validation error: Invalid arguments for tool {name}: {_brief(cause)}"
+                ) from cause
+            if isinstance(cause, ToolError):  # raised by the tool itself (see _run)
+                raise ToolError(str(cause)) from cause.__cause__
+            raise
+
+    async def list_tools(self) -> list[Tool]:
+        return [
+            tool.model_copy(
+                update={
+                    "input_schema": inline_refs(tool.input_schema),
+                    "output_schema": tool.output_schema and inline_refs(tool.output_schema),
+                }
+            )
+            for tool in await super().list_tools()
+        ]
+
+
+def inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with every ``{"$ref": "#/$defs/X"}`` replaced by X itself and no ``$defs``,
+    as the official server's schemas are written (memfts' models are not recursive)."""
+    definitions: dict[str, Any] = schema.get("$defs", {})
+
+    def resolve(node: Any, seen: tuple[str, ...]) -> Any:
+        if isinstance(node, list):
+            return [resolve(item, seen) for item in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            name = ref.removeprefix("#/$defs/")
+            if name in seen:
+                raise ValueError(f"recursive schema {name} cannot be inlined")
+            siblings = {k: v for k, v in node.items() if k != "$ref"}
+            return {**resolve(definitions[name], (*seen, name)), **resolve(siblings, seen)}
+        return {k: resolve(v, seen) for k, v in node.items() if k != "$defs"}
+
+    inlined: dict[str, Any] = resolve(schema, ())
+    return inlined
 
 
 def _brief(error: ValidationError) -> str:
