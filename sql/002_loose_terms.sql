@@ -5,7 +5,7 @@
 -- "yıldız", "aebelo" "æbelø" and "καφες" "καφές". The search looks a query word's key up here
 -- and also searches the indexed words that share it. The key is computed by SQLite itself (a
 -- virtual column, so rows written by any tool have it) and indexed for exact lookups;
--- search.loose_key() is the same mapping in Python, for the query side.
+-- vocabulary.loose_key() is the same mapping in Python, for the query side.
 ALTER TABLE search_terms ADD COLUMN loose TEXT GENERATED ALWAYS AS (
     replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(term,
         'ı', 'i'), 'æ', 'ae'), 'ø', 'o'), 'œ', 'oe'), 'ß', 'ss'), 'ł', 'l'),

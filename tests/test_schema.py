@@ -259,19 +259,19 @@ def test_the_file_is_readable_and_writable_by_the_stock_sqlite3_shell(db_path: P
 
 
 def test_the_spelling_key_is_the_same_in_sql_and_in_python(db_path: Path) -> None:
-    """sql/002 computes ``search_terms.loose`` in SQL; ``search.loose_key`` must agree, or
-    a query word's key would miss the indexed words it is meant to find."""
-    from memfts import search
+    """sql/002 computes ``search_terms.loose`` in SQL; ``vocabulary.loose_key`` must agree,
+    or a query word's key would miss the indexed words it is meant to find."""
+    from memfts import vocabulary
 
     words = ["yıldız", "æbelø", "œuvre", "straße", "łódź", "đorđe", "þór", "καφές", "οδός", "plain"]
-    words += ["".join(search._LOOSE_LETTERS)]
+    words += ["".join(vocabulary._LOOSE_LETTERS)]
     conn = apsw.Connection(str(db_path))
     try:
         conn.executemany("INSERT INTO search_terms(term) VALUES (?)", [(w,) for w in words])
         stored = dict(conn.execute("SELECT term, loose FROM search_terms").fetchall())
     finally:
         conn.close()
-    assert stored == {w: search.loose_key(w) for w in words}
+    assert stored == {w: vocabulary.loose_key(w) for w in words}
     assert stored["yıldız"] == "yildiz" and stored["οδός"] == "οδοσ"
 
 

@@ -1,15 +1,19 @@
-"""User text -> a parsed query -> safe FTS5 expressions.
+"""User text -> a parsed :class:`Query` -> safe FTS5 expressions. Pure: no database.
 
 Nothing a user or a model types ever reaches ``MATCH`` as syntax. The text is parsed into
 :class:`Query` (words, phrases, ``OR``, ``-exclusions``, ``prefix*``, ``name:``/``type:``
 filters); anything that does not parse as syntax is read as plain words. Each word is then
 produced by the same tokenizer the index uses and re-quoted as an FTS5 string (``"word"``),
 so ``C++``, ``"unbalanced``, ``NEAR(``, ``-x``, ``a:b`` or SQL can only ever be words.
+
+What the words are looked up against is :mod:`memfts.vocabulary`; how hits are scored,
+:mod:`memfts.ranking`.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -19,47 +23,40 @@ import apsw
 TOKENIZER = ("unicode61", ["remove_diacritics", "2"])
 """Must match the ``tokenize=`` option of the word indexes in ``sql/001_schema.sql``."""
 
-ENTITY_WEIGHTS = (10.0, 3.0)
-"""bm25 column weights of (name, entity_type); an observation counts 1."""
-
-PARTIAL_MATCH_FACTOR = 0.5
-"""A word start or infix hit scores this share of a whole-word hit, so whole words rank first."""
-
 MAX_QUERY_WORDS = 16
 """Words past this many are ignored: a pasted page is not a query, and each word costs a lookup."""
 
-MIN_INFIX_LENGTH = 3
-"""Words at least this long also match the start or inside of longer words (``auth`` finds
-``authentication``, ``script`` finds ``TypeScript``). Shorter ones match whole words only
-(``js`` finds ``node.js``), unless written ``js*``: a one- or two-letter partial word matches
-nearly everything. CJK words are the exception: one or two characters are whole words there,
-so they are always looked up inside longer runs."""
-
-MAX_CORRECTED_WORD = 40
-"""Longest word that typo correction (and splitting joined words) is tried on."""
-
-MAX_INFIX_EXPANSIONS = 64
-"""Cap on the indexed words one partial word widens to (closest first), so a query stays a
-bounded lookup."""
-
-SNIPPET_MARKS = ("**", "**")
-"""How snippets mark the words that matched."""
-
 Tokenize = Callable[[str], list[str]]
 
+_tokenizers = threading.local()
 
-def make_tokenizer(conn: apsw.Connection, *, query: bool) -> Tokenize:
-    """Return a function splitting text into index words (case- and accent-folded)."""
-    name, args = TOKENIZER
-    tokenizer = conn.fts5_tokenizer(name, args)
-    reason = apsw.FTS5_TOKENIZE_QUERY if query else apsw.FTS5_TOKENIZE_DOCUMENT
 
-    def tokenize(text: str) -> list[str]:
-        # NUL ends a C string inside SQLite; lone surrogates cannot be encoded: both become spaces.
-        data = text.replace("\x00", " ").encode("utf-8", "replace")
-        return [str(t[0]) for t in tokenizer(data, reason, None, include_offsets=False)]
+def _tokenizer() -> apsw.FTS5Tokenizer:
+    """SQLite's own tokenizer, from a private in-memory connection of this thread: the
+    built-in tokenizer is the same on every connection, and a private one is never busy
+    with another thread's query."""
+    tokenizer: apsw.FTS5Tokenizer | None = getattr(_tokenizers, "tokenizer", None)
+    if tokenizer is None:
+        name, args = TOKENIZER
+        _tokenizers.connection = apsw.Connection(":memory:")
+        tokenizer = _tokenizers.tokenizer = _tokenizers.connection.fts5_tokenizer(name, args)
+    return tokenizer
 
-    return tokenize
+
+def _words(text: str, reason: int) -> list[str]:
+    # NUL ends a C string inside SQLite; lone surrogates cannot be encoded: both become spaces.
+    data = text.replace("\x00", " ").encode("utf-8", "replace")
+    return [str(t[0]) for t in _tokenizer()(data, reason, None, include_offsets=False)]
+
+
+def query_words(text: str) -> list[str]:
+    """Split query text into index words (case- and accent-folded), as the index does."""
+    return _words(text, apsw.FTS5_TOKENIZE_QUERY)
+
+
+def document_words(text: str) -> list[str]:
+    """Split stored text into the words the index holds."""
+    return _words(text, apsw.FTS5_TOKENIZE_DOCUMENT)
 
 
 def fold(text: str) -> str:
@@ -113,6 +110,9 @@ class Query:
     entity_types: list[str] = field(default_factory=list)
     excluded_types: list[str] = field(default_factory=list)
     """``-type:x``: entities of these types are left out."""
+    text: str = field(default="", compare=False)
+    """The text as typed (a query of only punctuation finds nothing; a query of nothing lists
+    the latest entities)."""
 
     @property
     def words(self) -> list[str]:
@@ -132,9 +132,9 @@ _PIECE = re.compile(
 )
 
 
-def parse(text: str, tokenize: Tokenize) -> Query:
+def parse(text: str, tokenize: Tokenize = query_words) -> Query:
     """Read the query syntax; whatever is not syntax is plain words. Never raises."""
-    query = Query()
+    query = Query(text=text)
     pending_or = False
     negate_next = False
     count = 0
@@ -243,70 +243,6 @@ def whole_expression(term: Term) -> str:
 def any_of_expression(words: Iterable[str]) -> str:
     """Matches any of the given whole words."""
     return " OR ".join(quote(w) for w in words)
-
-
-def trigrams(word: str) -> list[str]:
-    """The distinct 3-character windows of a word, for finding similarly spelled words."""
-    return list(dict.fromkeys(word[i : i + 3] for i in range(len(word) - 2)))
-
-
-def edit_distance(a: str, b: str, cap: int) -> int:
-    """Optimal-string-alignment distance (a swap of neighbours counts one), stopping past cap."""
-    if abs(len(a) - len(b)) > cap:
-        return cap + 1
-    previous2: list[int] = []
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        current = [i] + [0] * len(b)
-        for j, cb in enumerate(b, 1):
-            cost = ca != cb
-            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
-            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
-                current[j] = min(current[j], previous2[j - 2] + 1)
-        if min(current) > cap:
-            return cap + 1
-        previous2, previous = previous, current
-    return previous[-1]
-
-
-_LOOSE = str.maketrans(
-    {
-        "ı": "i",
-        "æ": "ae",
-        "ø": "o",
-        "œ": "oe",
-        "ß": "ss",
-        "ł": "l",
-        "đ": "d",
-        "ð": "d",
-        "þ": "th",
-        "ά": "α",
-        "έ": "ε",
-        "ή": "η",
-        "ί": "ι",
-        "ό": "ο",
-        "ύ": "υ",
-        "ώ": "ω",
-        "ϊ": "ι",
-        "ϋ": "υ",
-        "ΐ": "ι",
-        "ΰ": "υ",
-        "ς": "σ",
-    }
-)
-"""Letters unicode61 keeps, as people type them; the same mapping as sql/002."""
-_LOOSE_LETTERS = [chr(c) for c in _LOOSE]
-
-
-def loose_key(word: str) -> str:
-    """An indexed word's spelling key: the letters unicode61 keeps (ı æ ø ß, Greek accents,
-    final sigma) written the way people type them. ``search_terms.loose`` in sql/002."""
-    return word.translate(_LOOSE)
-
-
-def typo_budget(word: str) -> int:
-    """How many edits a word may be from a suggestion: short words need closer matches."""
-    return 1 if len(word) <= 6 else 2
 
 
 def corrected_text(query: Query, corrections: dict[str, str]) -> str:

@@ -12,12 +12,12 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import apsw
 
-from memfts import search
+from memfts import ranking, search, vocabulary
 from memfts.database import Database
 from memfts.errors import (
     DatabaseOpenError,
@@ -72,36 +72,11 @@ class Limits:
         return cls(**values)  # type: ignore[arg-type]
 
 
-COMMON_CLAUSE_ROWS = 4_000
-"""Rows past which a query word is too common to rank on; see :meth:`Store._ranked`."""
-
-PARTIAL_ARM_ROWS = 1_000
-"""Most rows one widening of a partial word contributes (the latest): partial hits rank low,
-and a short fragment can widen to words used everywhere."""
-
-SNIPPETS_PER_ENTITY = 3
-
-FLAT_SCORE = -1.0
-"""Score of an infix hit before its discount; whole-word bm25 scores run about -3 to -15."""
-
-KNOWN_WORDS_CACHE = 200_000
-"""Most words one process remembers as already in ``search_terms`` (about 15 MB)."""
-
-
-def _fold_sql(*args: apsw.SQLiteValue) -> apsw.SQLiteValue:
-    (value,) = args
-    return search.fold(value) if isinstance(value, str) else value
+OBSERVATION_ID_BITS = ranking.OBSERVATION_ID_BITS
 
 
 def _now_us() -> int:
     return time.time_ns() // 1000
-
-
-OBSERVATION_ID_BITS = 20
-"""An observation's id is ``entity_id << 20`` plus its position (sql/001): a full-text hit's
-entity is its rowid shifted, with no lookup, and an entity holds at most 2^20 observations."""
-
-_OBSERVATION_ENTITY = f"(observations_fts.rowid >> {OBSERVATION_ID_BITS})"
 
 
 def _insert_entity(db: apsw.Connection, entity: Entity, now: int) -> int | None:
@@ -152,118 +127,6 @@ def _insert_observations(db: apsw.Connection, entity_id: int, contents: Iterable
     return added
 
 
-@dataclass
-class _Ranking:
-    """Entity ids in rank order and what the search found out on the way."""
-
-    ids: list[int]
-    total: int
-    lower_bound: bool = False
-    corrected: str | None = None
-    suggestions: list[str] = field(default_factory=list)
-    complete: bool = False
-    """Every clause of the query matched the entities found (no fallback to some words)."""
-    searched: search.Query | None = None
-    """The query actually searched, when it is not the one parsed (a corrected query)."""
-
-
-_ARM_TABLES = {
-    # table: (the entity id of a hit, what to select from, its bm25 call)
-    "entities_fts": ("entities_fts.rowid", "entities_fts", "bm25(entities_fts, ?, ?)"),
-    "observations_fts": (
-        _OBSERVATION_ENTITY,
-        "observations_fts",
-        "bm25(observations_fts)",
-    ),
-}
-
-
-@dataclass(frozen=True)
-class _Arm:
-    """One FTS5 lookup contributing to a clause: a table, a safe expression and its weight."""
-
-    table: str
-    match: str
-    factor: float
-    scored: bool = True
-    """False for infix expansions: an OR of many words, where bm25 would first count the
-    matches of every one of them; a flat score keeps such an arm cheap."""
-
-    @property
-    def entity_sql(self) -> str:
-        return _ARM_TABLES[self.table][0]
-
-    @property
-    def from_sql(self) -> str:
-        return _ARM_TABLES[self.table][1]
-
-    def scored_sql(self, among: str | None = None) -> str:
-        """``(entity_id, clause, score, whole)`` rows; binds the clause index, then
-        :meth:`params`. ``whole`` is 1 for a whole-word hit, 0 for a partial-word one.
-        ``among`` names a table of candidate entity ids to keep only their rows (scoring no
-        others)."""
-        if not self.scored:
-            keep = f" WHERE entity_id IN {among}" if among else ""
-            return (
-                f"SELECT * FROM (SELECT {self.entity_sql} AS entity_id, ?, ? * {FLAT_SCORE}, 0 "
-                f"FROM {self.from_sql} WHERE {self.table} MATCH ? "
-                f"ORDER BY {self.table}.rowid DESC LIMIT {PARTIAL_ARM_ROWS}){keep}"
-            )
-        # unary + : filter the FTS hits, never drive FTS5 by rowid (one query per candidate)
-        keep = f" AND +{self.entity_sql} IN {among}" if among else ""
-        return (
-            f"SELECT {self.entity_sql}, ?, ? * {_ARM_TABLES[self.table][2]}, 1 "
-            f"FROM {self.from_sql} WHERE {self.table} MATCH ?{keep}"
-        )
-
-    def entities_sql(self) -> str:
-        """The entity ids of the arm's hits; binds :meth:`match_params`."""
-        if not self.scored:
-            return (
-                f"SELECT * FROM (SELECT {self.entity_sql} FROM {self.from_sql} "
-                f"WHERE {self.table} MATCH ? "
-                f"ORDER BY {self.table}.rowid DESC LIMIT {PARTIAL_ARM_ROWS})"
-            )
-        return f"SELECT {self.entity_sql} FROM {self.from_sql} WHERE {self.table} MATCH ?"
-
-    def params(self) -> list[object]:
-        scored = self.scored and self.table == "entities_fts"
-        weights = list(search.ENTITY_WEIGHTS) if scored else []
-        return [self.factor, *weights, self.match]
-
-
-def _hits_sql(selects: list[str]) -> str:
-    """The ``hits(entity_id, clause, score, whole)`` CTE: every arm's rows, computed once
-    (MATERIALIZED: inlined into a single-arm query, SQLite would lose the bm25 context)."""
-    return (
-        "hits(entity_id, clause, score, whole) AS MATERIALIZED ("
-        + " UNION ALL ".join(selects)
-        + ")"
-    )
-
-
-_PER_ENTITY_SQL = (
-    "per_clause AS (SELECT entity_id, clause, min(score) AS score, max(whole) AS whole "
-    "FROM hits GROUP BY entity_id, clause), "
-    "per_entity AS (SELECT entity_id, count(*) AS clauses, sum(whole) AS wholes, "
-    "sum(score) AS score FROM per_clause GROUP BY entity_id)"
-)
-"""Per entity: how many clauses it matched, how many of them by whole words, the summed best
-score of each clause (bm25 is negative: lower is better)."""
-
-_PER_ENTITY_ONE_CLAUSE_SQL = (
-    "per_entity AS (SELECT entity_id, 1 AS clauses, max(whole) AS wholes, min(score) AS score "
-    "FROM hits GROUP BY entity_id)"
-)
-""":data:`_PER_ENTITY_SQL` for a query of one clause, in one grouping instead of two."""
-
-
-@dataclass(frozen=True)
-class _Sql:
-    sql: str
-    params: list[object]
-
-
 class Store:
     """The memory graph in one SQLite file. Safe to share between processes.
 
@@ -276,21 +139,8 @@ class Store:
         self._db = Database(self.path, busy_timeout_s=self.limits.busy_timeout_s)
         self._write = self._db.write
         self._read = self._db.read
-        self._query_words = search.make_tokenizer(self._db.conn, query=True)
-        self._document_words = search.make_tokenizer(self._db.conn, query=False)
-        self._known_words: set[str] = set()
-        self._spellings: dict[str, str | None] = {}
-        """:meth:`_closest_word` answers within one search (suggestions, then correction);
-        emptied when the next search starts, since writes change the vocabulary."""
-        conn = self._db.conn
-        # Unicode case folding for entity types (SQL's NOCASE folds ASCII only), and the word
-        # statistics typo suggestions rank by; both live on this connection only, not in the file.
-        conn.create_scalar_function("memfts_fold", _fold_sql, 1, deterministic=True)
-        for table in ("observations", "entities"):
-            conn.execute(
-                f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.{table}_vocab "
-                f"USING fts5vocab(main, {table}_fts, row)"
-            )
+        self._known_words = vocabulary.KnownWords()
+        vocabulary.prepare(self._db.conn)
 
     def close(self, wait_s: float = 30.0) -> None:
         """Close the database (see :meth:`Database.close`); safe to call twice."""
@@ -330,27 +180,6 @@ class Store:
                     f"{self.limits.max_observation_chars} (MEMFTS_MAX_OBSERVATION_CHARS)"
                 )
 
-    def _remember_words(self, db: apsw.Connection, texts: Iterable[str]) -> set[str]:
-        """Record the indexed words of new text, so partial-word search can widen to them.
-
-        Returns the words written; pass them to :meth:`_learned` once the transaction commits.
-        """
-        words: set[str] = set()
-        for text in texts:
-            words.update(self._document_words(text))
-        words -= self._known_words
-        db.executemany(
-            "INSERT INTO search_terms(term) VALUES (?) ON CONFLICT(term) DO NOTHING",
-            ((w,) for w in words),
-        )
-        return words
-
-    def _learned(self, words: set[str]) -> None:
-        # Words are never removed from search_terms, so a committed word stays known; the cache
-        # only spares lookups, and is bounded so a huge vocabulary cannot grow memory.
-        if len(self._known_words) + len(words) <= KNOWN_WORDS_CACHE:
-            self._known_words |= words
-
     # ---- writes --------------------------------------------------------------------------
 
     def create_entities(self, entities: Sequence[Entity]) -> list[Entity]:
@@ -373,11 +202,11 @@ class Store:
                     continue
                 observations = _insert_observations(db, entity_id, entity.observations)
                 created.append(entity.model_copy(update={"observations": observations}))
-            words = self._remember_words(
+            words = self._known_words.remember(
                 db,
                 (t for e in created for t in (e.name, e.entityType, *e.observations)),
             )
-        self._learned(words)
+        self._known_words.learned(words)
         return created
 
     def create_relations(self, relations: Sequence[Relation]) -> list[Relation]:
@@ -420,8 +249,10 @@ class Store:
                 if added:
                     db.execute("UPDATE entities SET updated_at = ? WHERE id = ?", (now, entity_id))
                 results.append(AddedObservations(entityName=a.entityName, addedObservations=added))
-            words = self._remember_words(db, (c for r in results for c in r.addedObservations))
-        self._learned(words)
+            words = self._known_words.remember(
+                db, (c for r in results for c in r.addedObservations)
+            )
+        self._known_words.learned(words)
         return results
 
     def delete_entities(self, names: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -518,10 +349,10 @@ class Store:
                     counts.relations_added += 1
                 else:
                     counts.relations_skipped += 1
-            words = self._remember_words(
+            words = self._known_words.remember(
                 db, (t for e in entities for t in (e.name, e.entityType, *e.observations))
             )
-        self._learned(words)
+        self._known_words.learned(words)
         return counts
 
     # ---- reads ---------------------------------------------------------------------------
@@ -586,7 +417,7 @@ class Store:
         compact: bool = False,
         depth: int = 0,
     ) -> SearchResult:
-        """Ranked full-text search; ``search.py`` says how text becomes a query.
+        """Ranked full-text search: parse (``search.py``) -> rank (``ranking.py``) -> load.
 
         Entities containing every word of the query (in any field, any order, as a whole
         word, a word start, or inside a longer word) come first, best bm25 first; if no
@@ -602,27 +433,16 @@ class Store:
             )
         if depth not in (0, 1, 2):
             raise InputTooLargeError(f"depth must be 0, 1 or 2, not {depth}")
-        parsed = search.parse(query, self._query_words)
-        types = [search.fold(t) for t in (entity_type, *parsed.entity_types) if t and t.strip()]
+        parsed = search.parse(query)
         with self._read() as db:
-            self._spellings.clear()
-            if parsed.required:
-                ranking = self._ranked(db, parsed, limit, types)
-                if ranking.total == 0 or (ranking.suggestions and not ranking.complete):
-                    # nothing found, or a misspelt word kept the rest from matching together
-                    corrected = self._corrected(db, parsed, limit, types)
-                    if corrected and (ranking.total == 0 or corrected.complete):
-                        ranking = corrected
-            elif query.strip() and not (parsed.excluded or parsed.excluded_types or types):
-                ranking = _Ranking([], 0)  # only punctuation: nothing to look for
-            else:
-                ranking = self._recent(db, parsed, limit, types)
-            ids = ranking.ids + self._neighbours(db, ranking.ids, depth, limit)
+            vocab = vocabulary.Lookup(db)
+            found = ranking.rank(vocab, parsed, limit, entity_type)
+            ids = found.ids + self._neighbours(db, found.ids, depth, limit)
             by_id = self._entities_by_id(db, ids)
             entities = [by_id[i] for i in ids]
-            searched = ranking.searched or parsed
+            searched = found.searched or parsed
             fragments = (
-                self._snippets(db, searched, ids)
+                ranking.snippets(vocab, searched, ids)
                 if (snippets or compact) and searched.required
                 else {}
             )
@@ -638,426 +458,11 @@ class Store:
             return SearchResult(
                 entities=hits,
                 relations=None if compact else self._relations_of(db, entities),
-                total=ranking.total,
-                totalIsLowerBound=ranking.lower_bound or None,
-                correctedQuery=ranking.corrected,
-                suggestions=ranking.suggestions or None,
+                total=found.total,
+                totalIsLowerBound=found.lower_bound or None,
+                correctedQuery=found.corrected,
+                suggestions=found.suggestions or None,
             )
-
-    def _recent(
-        self, db: apsw.Connection, parsed: search.Query, limit: int, types: list[str]
-    ) -> _Ranking:
-        """The most recently changed entities, filtered by type and exclusions."""
-        excluded = self._excluded_sql(parsed)
-        where = f"WHERE {self._type_sql(types)} AND id NOT IN ({excluded.sql})"
-        params = (*types, *excluded.params)
-        ids = [
-            row_id
-            for (row_id,) in db.execute(
-                f"SELECT id FROM entities {where} ORDER BY updated_at DESC, id DESC LIMIT ?",
-                (*params, limit),
-            )
-        ]
-        total = db.execute(f"SELECT count(*) FROM entities {where}", params).get
-        return _Ranking(ids, int(total))
-
-    def _ranked(
-        self, db: apsw.Connection, parsed: search.Query, limit: int, types: list[str]
-    ) -> _Ranking:
-        """bm25 over every arm of every clause, aggregated per entity.
-
-        A clause matching more than :data:`COMMON_CLAUSE_ROWS` rows is too common to filter or
-        rank on (its bm25 weight is near zero, and scoring it costs a pass over all its
-        rows): it is dropped when the query has rarer clauses, and otherwise the most recent
-        of its matches are returned, with ``total`` a lower bound.
-        """
-        arms = [(i, self._arms(db, clause)) for i, clause in enumerate(parsed.required)]
-        # infix arms are left out of the estimate: probing them costs a lookup per word they
-        # widen to, and a clause is common through its whole words or word starts anyway
-        sizes = [
-            sum(self._probe(db, arm) for arm in clause_arms if arm.scored)
-            for _, clause_arms in arms
-        ]
-        rare = [(i, clause_arms) for i, clause_arms in arms if sizes[i] <= COMMON_CLAUSE_ROWS]
-        # words that matched nothing, not even inside other words: candidates for "did you mean"
-        empty_words = [
-            w
-            for (i, clause_arms), size in zip(arms, sizes, strict=True)
-            if size == 0 and all(arm.scored for arm in clause_arms)
-            for t in parsed.required[i].terms
-            for w in t.words
-        ]
-        if not rare:
-            return self._recent_matches(db, parsed, arms, sizes, limit, types)
-        suggestions = self._suggestions(db, empty_words)
-        if len(rare) > 1 and not empty_words:
-            found = self._having_every_clause(db, parsed, rare, sizes, limit, types)
-            if found is not None:
-                found.suggestions = suggestions
-                return found
-        selects: list[str] = []
-        params: list[object] = []
-        for index, (_, clause_arms) in enumerate(rare):
-            for arm in clause_arms:
-                selects.append(arm.scored_sql())
-                params += [index, *arm.params()]
-        kept = self._kept_sql(parsed, types)
-        if len(rare) == 1:  # one clause: no per-clause step, every entity has "all" clauses
-            per_entity, complete = _PER_ENTITY_ONE_CLAUSE_SQL, "count(*) OVER ()"
-            order = "p.wholes DESC, p.score"
-        else:
-            # No entity has every word (_having_every_clause found none): rank by the summed
-            # scores, where a rare word weighs more than a common one, not by how many words
-            # matched ("what editor does the user prefer" is about the editor, not "what").
-            per_entity, complete = _PER_ENTITY_SQL, "count(*) OVER (PARTITION BY p.clauses)"
-            order = "p.score"
-        sql = (
-            f"WITH {_hits_sql(selects)}, {per_entity} "
-            f"SELECT p.entity_id, p.clauses, {complete}, "
-            f"count(*) OVER () FROM per_entity p {kept.sql} "
-            f"ORDER BY {order}, p.entity_id DESC LIMIT ?"
-        )
-        rows: list[tuple[int, int, int, int]] = db.execute(  # type: ignore[assignment]
-            sql, (*params, *kept.params, limit)
-        ).fetchall()
-        if not rows:
-            return _Ranking([], 0, suggestions=suggestions)
-        best = rows[0][1]
-        if best == len(rare):  # some entities have every clause: they are the answer
-            return _Ranking(
-                [r[0] for r in rows if r[1] == best],
-                rows[0][2],
-                suggestions=suggestions,
-                complete=True,
-            )
-        return _Ranking([r[0] for r in rows], rows[0][3], suggestions=suggestions)
-
-    def _having_every_clause(
-        self,
-        db: apsw.Connection,
-        parsed: search.Query,
-        rare: list[tuple[int, list[_Arm]]],
-        sizes: list[int],
-        limit: int,
-        types: list[str],
-    ) -> _Ranking | None:
-        """The ranking of the entities matching every clause, or None if there are none.
-
-        The entities of the rarest clause are the candidates; the other clauses are scored
-        on the candidates' rows only, so a query pairing a rare word with frequent ones costs
-        about what the rare word costs, not what the frequent ones do.
-        """
-        driver = min(range(len(rare)), key=lambda k: sizes[rare[k][0]])
-        candidates = " UNION ".join(arm.entities_sql() for arm in rare[driver][1])
-        params: list[object] = [arm.match for arm in rare[driver][1]]
-        selects: list[str] = []
-        for index, (_, clause_arms) in enumerate(rare):
-            for arm in clause_arms:
-                # the rarest clause's own hits are all candidates: no filter to build
-                selects.append(arm.scored_sql(among=None if index == driver else "candidates"))
-                params += [index, *arm.params()]
-        kept = self._kept_sql(parsed, types)
-        sql = (
-            f"WITH candidates(entity_id) AS MATERIALIZED ({candidates}), "
-            f"{_hits_sql(selects)}, {_PER_ENTITY_SQL} "
-            f"SELECT p.entity_id, count(*) OVER () FROM per_entity p {kept.sql} "
-            "AND p.clauses = ? ORDER BY p.wholes DESC, p.score, p.entity_id DESC LIMIT ?"
-        )
-        rows: list[tuple[int, int]] = db.execute(  # type: ignore[assignment]
-            sql, (*params, *kept.params, len(rare), limit)
-        ).fetchall()
-        if not rows:
-            return None
-        return _Ranking([r[0] for r in rows], rows[0][1], complete=True)
-
-    def _recent_matches(
-        self,
-        db: apsw.Connection,
-        parsed: search.Query,
-        arms: list[tuple[int, list[_Arm]]],
-        sizes: list[int],
-        limit: int,
-        types: list[str],
-    ) -> _Ranking:
-        """For a query of only very common words: the latest matches of the rarest clause,
-        whole-word hits in names first, then in observations, then partial-word hits."""
-        rarest = min(range(len(arms)), key=lambda i: sizes[i])
-        excluded = self._excluded_sql(parsed)
-        found: dict[int, None] = {}
-        window = max(4 * limit, 200)
-        for arm in sorted(arms[rarest][1], key=lambda a: (-a.factor, a.table != "entities_fts")):
-            rows = db.execute(
-                f"SELECT e.id FROM {arm.from_sql} JOIN entities e ON e.id = {arm.entity_sql} "
-                f"WHERE {arm.table} MATCH ? AND {self._type_sql(types, 'e.')} AND e.id NOT IN "
-                f"({excluded.sql}) ORDER BY {arm.table}.rowid DESC LIMIT ?",
-                (arm.match, *types, *excluded.params, window),
-            )
-            for (entity_id,) in rows:
-                found.setdefault(entity_id, None)
-            if len(found) >= limit:
-                break
-        ids = list(found)[:limit]
-        return _Ranking(ids, max(len(found), sizes[rarest]), lower_bound=True, complete=True)
-
-    def _corrected(
-        self, db: apsw.Connection, parsed: search.Query, limit: int, types: list[str]
-    ) -> _Ranking | None:
-        """Nothing matched: search again with misspelled words replaced by indexed ones."""
-        corrections = {
-            w: s
-            for w in dict.fromkeys(parsed.words)
-            if (s := self._closest_word(db, w)) is not None
-        }
-        if not corrections:
-            return None
-        fixed = search.Query(
-            required=[
-                search.Clause(
-                    tuple(
-                        search.Term(
-                            tuple(corrections.get(w, w) for w in t.words),
-                            t.prefix,
-                            t.exact,
-                            t.name_only,
-                        )
-                        for t in c.terms
-                    )
-                )
-                for c in parsed.required
-            ],
-            excluded=parsed.excluded,
-            entity_types=parsed.entity_types,
-            excluded_types=parsed.excluded_types,
-        )
-        ranking = self._ranked(db, fixed, limit, types)
-        ranking.searched = fixed
-        ranking.corrected = search.corrected_text(parsed, corrections)
-        ranking.suggestions = list(dict.fromkeys(corrections.values()))
-        return ranking
-
-    def _suggestions(self, db: apsw.Connection, words: list[str]) -> list[str]:
-        return search.dedupe([s for w in words if (s := self._closest_word(db, w)) is not None])
-
-    def _closest_word(self, db: apsw.Connection, word: str) -> str | None:
-        """The indexed word closest in spelling to an unknown ``word``, if close enough.
-
-        Candidates: words sharing its trigrams (most typos), words with its first two letters
-        and about its length (transpositions, which share no trigram in a short word), and
-        words with the same spelling key (``yildiz`` for ``yıldız``, at distance 0).
-        """
-        if word not in self._spellings:
-            self._spellings[word] = self._find_closest_word(db, word)
-        return self._spellings[word]
-
-    def _find_closest_word(self, db: apsw.Connection, word: str) -> str | None:
-        if len(word) > search.MAX_CORRECTED_WORD:
-            return None  # no word is that long: a pasted blob, not a typo
-        grams = search.trigrams(word)
-        if not grams or db.execute("SELECT 1 FROM search_terms WHERE term = ?", (word,)).get:
-            return None
-        key = search.loose_key(word)
-        budget = search.typo_budget(word)
-        start = word[:2]
-        after = start[:-1] + chr(min(ord(start[-1]) + 1, 0x10FFFF))
-        candidates = {
-            term
-            for (term,) in db.execute(
-                "SELECT term FROM search_terms WHERE id IN (SELECT rowid FROM search_terms_trigram "
-                "WHERE search_terms_trigram MATCH ?1 ORDER BY rank LIMIT 200) "
-                "UNION SELECT term FROM (SELECT term FROM search_terms WHERE term >= ?2 "
-                "AND term < ?3 AND length(term) BETWEEN ?4 AND ?5 LIMIT 500) "
-                "UNION SELECT term FROM search_terms WHERE loose = ?6",
-                (
-                    " OR ".join(search.quote(g) for g in grams),
-                    start,
-                    after,
-                    len(word) - budget,
-                    len(word) + budget,
-                    key,
-                ),
-            )
-        }
-        scored = [
-            (d, -self._document_frequency(db, term), term)
-            for term in candidates
-            if (d := search.edit_distance(key, search.loose_key(term), budget)) <= budget
-        ]
-        scored = [s for s in scored if s[1] < 0]  # a word no entity uses any more is no help
-        return min(scored)[2] if scored else self._split_word(db, word)
-
-    def _split_word(self, db: apsw.Connection, word: str) -> str | None:
-        """Two indexed words that ``word`` is written as, joined: ``signup`` for "sign up",
-        ``userservice`` for ``user_service``. Searched as a phrase; the commonest pair wins."""
-        if len(word) < 5 or search.has_cjk(word):
-            return None
-        splits = [
-            (min(df_a, df_b), f"{a} {b}")
-            for i in range(2, len(word) - 1)
-            if (a := word[:i])
-            and (b := word[i:])
-            and (df_a := self._document_frequency(db, a))
-            and (df_b := self._document_frequency(db, b))
-        ]
-        return max(splits)[1] if splits else None
-
-    def _document_frequency(self, db: apsw.Connection, term: str) -> int:
-        return int(
-            db.execute(
-                "SELECT coalesce((SELECT doc FROM temp.observations_vocab WHERE term = ?1), 0) "
-                "+ coalesce((SELECT doc FROM temp.entities_vocab WHERE term = ?1), 0)",
-                (term,),
-            ).get
-        )
-
-    def _arms(self, db: apsw.Connection, clause: search.Clause) -> list[_Arm]:
-        """The FTS lookups answering one clause: whole words, then partial words at a discount."""
-        arms: list[_Arm] = []
-        for term in clause.terms:
-            tables = ("entities_fts",) if term.name_only else ("entities_fts", "observations_fts")
-            column = "name : " if term.name_only else ""
-            whole = search.whole_expression(term)
-            if len(term.words) == 1 and not term.prefix:
-                spellings = self._other_spellings(db, term.words[0])
-                if spellings:
-                    whole = search.any_of_expression([term.words[0], *spellings])
-            expressions = [(whole, 1.0, True)]
-            if len(term.words) == 1 and not (term.exact or term.prefix):
-                containing = self._words_containing(db, term.words[0])
-                if containing:
-                    expressions.append(
-                        (search.any_of_expression(containing), search.PARTIAL_MATCH_FACTOR, False)
-                    )
-            for expression, factor, scored in expressions:
-                for table in tables:
-                    arms.append(_Arm(table, f"{column}({expression})", factor, scored))
-        return arms
-
-    def _other_spellings(self, db: apsw.Connection, word: str) -> list[str]:
-        """Indexed words spelt like ``word`` but for letters unicode61 does not fold:
-        ``yıldız`` for ``yildiz``, ``καφές`` for ``καφες`` (see sql/002)."""
-        return [
-            term
-            for (term,) in db.execute(
-                "SELECT term FROM search_terms WHERE loose = ? AND term != ? LIMIT 16",
-                (search.loose_key(word), word),
-            )
-        ]
-
-    def _probe(self, db: apsw.Connection, arm: _Arm) -> int:
-        """How many rows an arm matches, counting no further than just past the common bound."""
-        return int(
-            db.execute(
-                f"SELECT count(*) FROM (SELECT 1 FROM {arm.table} WHERE {arm.table} MATCH ? "
-                "LIMIT ?)",
-                (arm.match, COMMON_CLAUSE_ROWS + 1),
-            ).get
-        )
-
-    def _kept_sql(self, parsed: search.Query, types: list[str]) -> _Sql:
-        """``JOIN ... WHERE ...`` keeping the ``per_entity p`` rows of the wanted types and
-        without excluded terms."""
-        if not types and not parsed.excluded and not parsed.excluded_types:
-            return _Sql("WHERE 1", [])  # no lookup per entity
-        excluded = self._excluded_sql(parsed)
-        return _Sql(
-            "JOIN entities e ON e.id = p.entity_id "
-            f"WHERE {self._type_sql(types, 'e.')} AND p.entity_id NOT IN ({excluded.sql})",
-            [*types, *excluded.params],
-        )
-
-    def _excluded_sql(self, parsed: search.Query) -> _Sql:
-        """A subquery of the ids of entities matching any ``-excluded`` term or type."""
-        selects = ["SELECT NULL WHERE 0"]
-        params: list[object] = []
-        for excluded_type in parsed.excluded_types:
-            selects.append("SELECT id FROM entities WHERE memfts_fold(entity_type) = ?")
-            params.append(search.fold(excluded_type))
-        for clause in parsed.excluded:
-            for term in clause.terms:
-                column = "name : " if term.name_only else ""
-                match = f"{column}({search.whole_expression(term)})"
-                selects.append("SELECT rowid FROM entities_fts WHERE entities_fts MATCH ?")
-                params.append(match)
-                if not term.name_only:
-                    selects.append(
-                        f"SELECT {_OBSERVATION_ENTITY} FROM observations_fts "
-                        "WHERE observations_fts MATCH ?"
-                    )
-                    params.append(match)
-        return _Sql(" UNION ".join(selects), params)
-
-    @staticmethod
-    def _type_sql(types: list[str], prefix: str = "") -> str:
-        """A condition keeping entities of every given (folded) type: all must agree."""
-        return " AND ".join([f"memfts_fold({prefix}entity_type) = ?" for _ in types] or ["1"])
-
-    def _words_containing(self, db: apsw.Connection, word: str) -> list[str]:
-        """Indexed words that start with or contain ``word`` (not ``word`` itself): those
-        starting with it first, then the shortest, at most :data:`search.MAX_INFIX_EXPANSIONS`.
-
-        Read from the vocabulary table rather than with an FTS ``word*`` query: a prefix query
-        merges the lists of every word with that prefix, which is slow for short prefixes.
-        """
-        cap = search.MAX_INFIX_EXPANSIONS
-        if len(word) < search.MIN_INFIX_LENGTH and not search.has_cjk(word):
-            return []
-        starting = [
-            term
-            for (term,) in db.execute(
-                "SELECT term FROM search_terms WHERE term > ?1 AND term < ?1 || char(1114111) "
-                "ORDER BY length(term), term LIMIT ?2",
-                (word, cap),
-            )
-        ]
-        if len(word) >= search.MIN_INFIX_LENGTH:
-            rows = db.execute(
-                "SELECT term FROM search_terms WHERE id IN (SELECT rowid FROM search_terms_trigram "
-                "WHERE search_terms_trigram MATCH ?) AND substr(term, 1, ?) != ? "
-                "ORDER BY length(term), term LIMIT ?",
-                (search.quote(word), len(word), word, cap - len(starting)),
-            )
-        else:  # one or two CJK characters: too short for the trigram index, scan the words
-            rows = db.execute(
-                "SELECT term FROM search_terms WHERE instr(term, ?) > 1 "
-                "ORDER BY length(term), term LIMIT ?",
-                (word, cap - len(starting)),
-            )
-        return starting + [term for (term,) in rows]
-
-    def _snippets(
-        self, db: apsw.Connection, parsed: search.Query, ids: list[int]
-    ) -> dict[int, list[str]]:
-        """Up to :data:`SNIPPETS_PER_ENTITY` best-matching observation fragments per entity."""
-        expression = " OR ".join(
-            f"({arm.match})"
-            for clause in parsed.required
-            for arm in self._arms(db, clause)
-            if arm.table == "observations_fts"
-        )
-        if not expression:
-            return {}
-        start, end = search.SNIPPET_MARKS
-        found: dict[int, list[str]] = {}
-        for entity_id in ids:
-            # the entity's observations are one rowid range, which FTS5 seeks to directly
-            first = entity_id << OBSERVATION_ID_BITS
-            found[entity_id] = [
-                fragment
-                for (fragment,) in db.execute(
-                    "SELECT snippet(observations_fts, 0, ?, ?, '…', 16) FROM observations_fts "
-                    "WHERE observations_fts MATCH ? AND rowid >= ? AND rowid < ? "
-                    "ORDER BY bm25(observations_fts) LIMIT ?",
-                    (
-                        start,
-                        end,
-                        expression,
-                        first,
-                        first + (1 << OBSERVATION_ID_BITS),
-                        SNIPPETS_PER_ENTITY,
-                    ),
-                )
-            ]
-        return found
 
     def _neighbours(self, db: apsw.Connection, ids: list[int], depth: int, limit: int) -> list[int]:
         """Entities related to ``ids`` within ``depth`` hops, nearest first, at most ``limit``."""

@@ -1,0 +1,319 @@
+"""The indexed words and what derives from them: reading and writing ``search_terms``.
+
+Every distinct word the indexes hold is a row of ``search_terms`` (sql/001), with its
+spelling key (sql/002). From them a search widens a query word to the indexed words that
+start with or contain it, to other spellings of it, and, for a word nothing holds, to the
+closest indexed word or to two words written together. Document frequencies come from the
+FTS5 vocabularies (``temp.*_vocab``, created per connection by :func:`prepare`).
+
+Connection-bound state lives only in :func:`prepare`; a :class:`Lookup` is made per search
+(its answers are memoised for that search only, since writes change the vocabulary); the
+per-store :class:`KnownWords` cache is shared between threads and locked.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+
+import apsw
+
+from memfts import search
+
+MIN_INFIX_LENGTH = 3
+"""Words at least this long also match the start or inside of longer words (``auth`` finds
+``authentication``, ``script`` finds ``TypeScript``). Shorter ones match whole words only
+(``js`` finds ``node.js``), unless written ``js*``: a one- or two-letter partial word matches
+nearly everything. CJK words are the exception: one or two characters are whole words there,
+so they are always looked up inside longer runs."""
+
+MAX_CORRECTED_WORD = 40
+"""Longest word that typo correction (and splitting joined words) is tried on."""
+
+MAX_INFIX_EXPANSIONS = 64
+"""Cap on the indexed words one partial word widens to (closest first), so a query stays a
+bounded lookup."""
+
+MAX_OTHER_SPELLINGS = 16
+"""Cap on the indexed words found through one word's spelling key."""
+
+KNOWN_WORDS_CACHE = 200_000
+"""Most words one store remembers as already in ``search_terms`` (about 15 MB)."""
+
+
+# ---- per-connection setup --------------------------------------------------------------------
+
+
+def _fold_sql(*args: apsw.SQLiteValue) -> apsw.SQLiteValue:
+    (value,) = args
+    return search.fold(value) if isinstance(value, str) else value
+
+
+def prepare(conn: apsw.Connection) -> None:
+    """Register what search needs on a connection; run once on every connection that searches.
+
+    Unicode case folding for entity types (``memfts_fold``: SQL's NOCASE folds ASCII only),
+    and the FTS5 vocabularies that document frequencies are read from (in ``temp``: the
+    file's schema, as other tools see it, is unchanged). Nothing is kept of ``conn``.
+    """
+    conn.create_scalar_function("memfts_fold", _fold_sql, 1, deterministic=True)
+    for table in ("observations", "entities"):
+        conn.execute(
+            f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.{table}_vocab "
+            f"USING fts5vocab(main, {table}_fts, row)"
+        )
+
+
+# ---- spelling --------------------------------------------------------------------------------
+
+
+def trigrams(word: str) -> list[str]:
+    """The distinct 3-character windows of a word, for finding similarly spelled words."""
+    return list(dict.fromkeys(word[i : i + 3] for i in range(len(word) - 2)))
+
+
+def edit_distance(a: str, b: str, cap: int) -> int:
+    """Optimal-string-alignment distance (a swap of neighbours counts one), stopping past cap."""
+    if abs(len(a) - len(b)) > cap:
+        return cap + 1
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            cost = ca != cb
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                current[j] = min(current[j], previous2[j - 2] + 1)
+        if min(current) > cap:
+            return cap + 1
+        previous2, previous = previous, current
+    return previous[-1]
+
+
+_LOOSE = str.maketrans(
+    {
+        "ı": "i",
+        "æ": "ae",
+        "ø": "o",
+        "œ": "oe",
+        "ß": "ss",
+        "ł": "l",
+        "đ": "d",
+        "ð": "d",
+        "þ": "th",
+        "ά": "α",
+        "έ": "ε",
+        "ή": "η",
+        "ί": "ι",
+        "ό": "ο",
+        "ύ": "υ",
+        "ώ": "ω",
+        "ϊ": "ι",
+        "ϋ": "υ",
+        "ΐ": "ι",
+        "ΰ": "υ",
+        "ς": "σ",
+    }
+)
+"""Letters unicode61 keeps, as people type them; the same mapping as sql/002."""
+_LOOSE_LETTERS = [chr(c) for c in _LOOSE]
+
+
+def loose_key(word: str) -> str:
+    """An indexed word's spelling key: the letters unicode61 keeps (ı æ ø ß, Greek accents,
+    final sigma) written the way people type them. ``search_terms.loose`` in sql/002."""
+    return word.translate(_LOOSE)
+
+
+def typo_budget(word: str) -> int:
+    """How many edits a word may be from a suggestion: short words need closer matches."""
+    return 1 if len(word) <= 6 else 2
+
+
+# ---- writing ---------------------------------------------------------------------------------
+
+
+class KnownWords:
+    """Words this store has seen committed to ``search_terms``, to skip re-inserting them.
+
+    Words are never removed from ``search_terms``, so a committed word stays known; the cache
+    only spares lookups, and is bounded so a huge vocabulary cannot grow memory. Shared by the
+    threads of a store: guarded by a lock.
+    """
+
+    def __init__(self) -> None:
+        self._words: set[str] = set()
+        self._lock = threading.Lock()
+
+    def remember(self, db: apsw.Connection, texts: Iterable[str]) -> set[str]:
+        """Record the indexed words of new text, inside the caller's write transaction.
+
+        Returns the words written; pass them to :meth:`learned` once the transaction commits.
+        """
+        words: set[str] = set()
+        for text in texts:
+            words.update(search.document_words(text))
+        with self._lock:
+            words -= self._words
+        db.executemany(
+            "INSERT INTO search_terms(term) VALUES (?) ON CONFLICT(term) DO NOTHING",
+            ((w,) for w in words),
+        )
+        return words
+
+    def learned(self, words: set[str]) -> None:
+        with self._lock:
+            if len(self._words) + len(words) <= KNOWN_WORDS_CACHE:
+                self._words |= words
+
+
+# ---- reading ---------------------------------------------------------------------------------
+
+
+class Lookup:
+    """The vocabulary as one search sees it, inside its read transaction.
+
+    Each answer is computed once per search (a word is often asked about by the ranking, the
+    suggestions, the correction and the snippets); make a new one for every search.
+    """
+
+    def __init__(self, db: apsw.Connection) -> None:
+        self.db = db
+        self._spellings: dict[str, list[str]] = {}
+        self._containing: dict[str, list[str]] = {}
+        self._closest: dict[str, str | None] = {}
+        self._frequencies: dict[str, int] = {}
+
+    def other_spellings(self, word: str) -> list[str]:
+        """Indexed words spelt like ``word`` but for letters unicode61 does not fold:
+        ``yıldız`` for ``yildiz``, ``καφές`` for ``καφες`` (see sql/002)."""
+        if word not in self._spellings:
+            self._spellings[word] = [
+                term
+                for (term,) in self.db.execute(
+                    "SELECT term FROM search_terms WHERE loose = :key AND term != :word LIMIT :cap",
+                    {"key": loose_key(word), "word": word, "cap": MAX_OTHER_SPELLINGS},
+                )
+            ]
+        return self._spellings[word]
+
+    def words_containing(self, word: str) -> list[str]:
+        """Indexed words that start with or contain ``word`` (not ``word`` itself): those
+        starting with it first, then the shortest, at most :data:`MAX_INFIX_EXPANSIONS`.
+
+        Read from the vocabulary table rather than with an FTS ``word*`` query: a prefix query
+        merges the lists of every word with that prefix, which is slow for short prefixes.
+        """
+        if word not in self._containing:
+            self._containing[word] = self._find_words_containing(word)
+        return self._containing[word]
+
+    def _find_words_containing(self, word: str) -> list[str]:
+        cap = MAX_INFIX_EXPANSIONS
+        if len(word) < MIN_INFIX_LENGTH and not search.has_cjk(word):
+            return []
+        starting = [
+            term
+            for (term,) in self.db.execute(
+                "SELECT term FROM search_terms "
+                "WHERE term > :word AND term < :word || char(1114111) "
+                "ORDER BY length(term), term LIMIT :cap",
+                {"word": word, "cap": cap},
+            )
+        ]
+        params = {"word": word, "match": search.quote(word), "cap": cap - len(starting)}
+        if len(word) >= MIN_INFIX_LENGTH:
+            rows = self.db.execute(
+                "SELECT term FROM search_terms WHERE id IN (SELECT rowid FROM search_terms_trigram "
+                "WHERE search_terms_trigram MATCH :match) "
+                "AND substr(term, 1, length(:word)) != :word "
+                "ORDER BY length(term), term LIMIT :cap",
+                params,
+            )
+        else:  # one or two CJK characters: too short for the trigram index, scan the words
+            rows = self.db.execute(
+                "SELECT term FROM search_terms WHERE instr(term, :word) > 1 "
+                "ORDER BY length(term), term LIMIT :cap",
+                params,
+            )
+        return starting + [term for (term,) in rows]
+
+    def document_frequency(self, term: str) -> int:
+        """How many rows (observations plus entities) hold ``term`` as a whole word."""
+        if term not in self._frequencies:
+            self._frequencies[term] = int(
+                self.db.execute(
+                    "SELECT coalesce((SELECT doc FROM temp.observations_vocab "
+                    "WHERE term = :term), 0) "
+                    "+ coalesce((SELECT doc FROM temp.entities_vocab WHERE term = :term), 0)",
+                    {"term": term},
+                ).get
+            )
+        return self._frequencies[term]
+
+    def suggestions(self, words: Iterable[str]) -> list[str]:
+        """The closest indexed word of each of ``words`` that has one, without repeats."""
+        return search.dedupe([s for w in words if (s := self.closest_word(w)) is not None])
+
+    def closest_word(self, word: str) -> str | None:
+        """The indexed word closest in spelling to an unknown ``word``, if close enough.
+
+        Candidates: words sharing its trigrams (most typos), words with its first two letters
+        and about its length (transpositions, which share no trigram in a short word), and
+        words with the same spelling key (``yildiz`` for ``yıldız``, at distance 0).
+        """
+        if word not in self._closest:
+            self._closest[word] = self._find_closest_word(word)
+        return self._closest[word]
+
+    def _find_closest_word(self, word: str) -> str | None:
+        if len(word) > MAX_CORRECTED_WORD:
+            return None  # no word is that long: a pasted blob, not a typo
+        grams = trigrams(word)
+        if not grams or self.db.execute("SELECT 1 FROM search_terms WHERE term = ?", (word,)).get:
+            return None
+        key = loose_key(word)
+        budget = typo_budget(word)
+        start = word[:2]
+        after = start[:-1] + chr(min(ord(start[-1]) + 1, 0x10FFFF))
+        candidates = {
+            term
+            for (term,) in self.db.execute(
+                "SELECT term FROM search_terms WHERE id IN (SELECT rowid FROM search_terms_trigram "
+                "WHERE search_terms_trigram MATCH :grams ORDER BY rank LIMIT 200) "
+                "UNION SELECT term FROM (SELECT term FROM search_terms WHERE term >= :start "
+                "AND term < :after AND length(term) BETWEEN :shortest AND :longest LIMIT 500) "
+                "UNION SELECT term FROM search_terms WHERE loose = :key",
+                {
+                    "grams": " OR ".join(search.quote(g) for g in grams),
+                    "start": start,
+                    "after": after,
+                    "shortest": len(word) - budget,
+                    "longest": len(word) + budget,
+                    "key": key,
+                },
+            )
+        }
+        scored = [
+            (d, -self.document_frequency(term), term)
+            for term in candidates
+            if (d := edit_distance(key, loose_key(term), budget)) <= budget
+        ]
+        scored = [s for s in scored if s[1] < 0]  # a word no entity uses any more is no help
+        return min(scored)[2] if scored else self.split_word(word)
+
+    def split_word(self, word: str) -> str | None:
+        """Two indexed words that ``word`` is written as, joined: ``signup`` for "sign up",
+        ``userservice`` for ``user_service``. Searched as a phrase; the commonest pair wins."""
+        if len(word) < 5 or search.has_cjk(word):
+            return None
+        splits = [
+            (min(df_a, df_b), f"{a} {b}")
+            for i in range(2, len(word) - 1)
+            if (a := word[:i])
+            and (b := word[i:])
+            and (df_a := self.document_frequency(a))
+            and (df_b := self.document_frequency(b))
+        ]
+        return max(splits)[1] if splits else None
