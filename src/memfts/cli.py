@@ -542,3 +542,202 @@ def export(db: str | None, path: Path | None, force: bool) -> None:
         f"exported {counts.entities:,} entities and {counts.relations:,} relations to {path}",
         err=True,
     )
+
+
+# ---- curation: what `memfts ui` does, from a terminal ---------------------------------------
+
+
+def _confirm(question: str, yes: bool) -> None:
+    """Go on with ``--yes`` or a "y" typed at the prompt; anything else changes nothing."""
+    if yes:
+        return
+    try:
+        agreed = click.confirm(question, default=False, err=True)
+    except click.Abort:  # stdin closed: a script that forgot --yes
+        raise click.ClickException(
+            "not confirmed, nothing changed: pass --yes to do it without asking"
+        ) from None
+    if not agreed:
+        raise click.ClickException("nothing changed")
+
+
+def _observation(store: Store, name: str, number: int) -> str:
+    """The text of an entity's observation by its position (1 = first, as `show` lists them)."""
+    from memfts.errors import EntityNotFoundError, InvalidInputError
+
+    graph = store.open_nodes([name])
+    if not graph.entities:
+        raise EntityNotFoundError(name)
+    observations = graph.entities[0].observations
+    if not 1 <= number <= len(observations):
+        raise InvalidInputError(
+            f"{name!r} has {len(observations)} observation{'s' * (len(observations) != 1)}: "
+            f"give a number from 1 to {len(observations)} (the order `memfts show` lists them in)"
+            if observations
+            else f"{name!r} has no observations"
+        )
+    return observations[number - 1]
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'s' * (n != 1)}"
+
+
+def _short(text: str, room: int = 70) -> str:
+    one_line = " ".join(text.split())
+    return one_line if len(one_line) <= room else one_line[: room - 1] + "…"
+
+
+yes_option = click.option("--yes", "-y", is_flag=True, help="Do it without asking first.")
+
+
+@main.command(short_help="Rename an entity; its relations follow.")
+@db_option
+@click.argument("name")
+@click.argument("new_name")
+def rename(db: str | None, name: str, new_name: str) -> None:
+    """Rename entity NAME to NEW_NAME; relations to and from it follow the new name.
+
+    If an entity called NEW_NAME exists, nothing changes: merge the two instead
+    (`memfts merge NAME NEW_NAME`).
+    """
+    with _open_store(db) as store:
+        report = store.rename_entity(name, new_name)
+    merged = (
+        f" ({report.relations_merged} already there, dropped)" if report.relations_merged else ""
+    )
+    verb = "follows" if report.relations_moved == 1 else "follow"
+    moved = _count(report.relations_moved, "relation")
+    _out(f"renamed {name!r} to {new_name!r}; {moved} {verb} it{merged}")
+
+
+@main.command("set-type", short_help="Change an entity's type.")
+@db_option
+@click.argument("name")
+@click.argument("entity_type", metavar="TYPE")
+def set_type(db: str | None, name: str, entity_type: str) -> None:
+    """Change the type of entity NAME to TYPE."""
+    with _open_store(db) as store:
+        store.set_entity_type(name, entity_type)
+    _out(f"{name!r} is now a {entity_type!r}")
+
+
+@main.command("edit-observation", short_help="Replace the text of one observation.")
+@db_option
+@click.argument("name")
+@click.argument("number", type=int)
+@click.argument("text")
+def edit_observation(db: str | None, name: str, number: int, text: str) -> None:
+    """Replace observation NUMBER of entity NAME (1 = first, as `memfts show` lists them)
+    with TEXT; it keeps its place."""
+    with _open_store(db) as store:
+        old = _observation(store, name, number)
+        store.edit_observation(name, old, text)
+    _out(f"observation {number} of {name!r} was: {_short(old)}")
+
+
+@main.command("delete-observation", short_help="Delete one observation.")
+@db_option
+@click.argument("name")
+@click.argument("number", type=int)
+@yes_option
+def delete_observation(db: str | None, name: str, number: int, yes: bool) -> None:
+    """Delete observation NUMBER of entity NAME (1 = first, as `memfts show` lists them).
+
+    Asks first, unless --yes.
+    """
+    with _open_store(db) as store:
+        old = _observation(store, name, number)
+        _confirm(f"delete observation {number} of {name!r}: {_short(old)!r}?", yes)
+        store.delete_observation(name, old)
+    _out(f"deleted observation {number} of {name!r}")
+
+
+@main.command(short_help="Delete an entity, its observations and relations.")
+@db_option
+@click.argument("name")
+@yes_option
+def delete(db: str | None, name: str, yes: bool) -> None:
+    """Delete entity NAME with its observations and every relation to or from it.
+
+    Says what will go and asks first, unless --yes.
+    """
+    with _open_store(db) as store:
+        preview = store.delete_entity(name, dry_run=True)
+        _confirm(
+            f"delete {name!r} ({preview.entityType}) with its "
+            f"{_count(preview.observations, 'observation')} and "
+            f"{_count(preview.relations, 'relation')}?",
+            yes,
+        )
+        report = store.delete_entity(name)
+    _out(
+        f"deleted {name!r}, {_count(report.observations, 'observation')}, "
+        f"{_count(report.relations, 'relation')}"
+    )
+
+
+@main.command(short_help="Merge one entity into another.")
+@db_option
+@click.argument("source")
+@click.argument("target")
+@yes_option
+def merge(db: str | None, source: str, target: str, yes: bool) -> None:
+    """Merge entity SOURCE into TARGET, which keeps its name and type; SOURCE is deleted.
+
+    SOURCE's observations are appended to TARGET's in order (except those TARGET has);
+    its relations are re-pointed to TARGET (one TARGET already has is dropped, and so are
+    relations between the two, which would relate TARGET to itself). Says what will change
+    and asks first, unless --yes.
+    """
+    with _open_store(db) as store:
+        preview = store.merge_entities(source, target, dry_run=True)
+        _out(f"merge {source!r} into {target!r}: {preview.summary()}")
+        _confirm("merge?", yes)
+        report = store.merge_entities(source, target)
+    _out(f"merged: {report.summary()}")
+
+
+@main.command(short_help="Entities whose names differ only in spelling.")
+@db_option
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1), help="Most groups.")
+@click.option("--json", "as_json", is_flag=True, help="Print the groups as JSON.")
+def duplicates(db: str | None, limit: int, as_json: bool) -> None:
+    """List likely duplicates: entities whose names differ only by case, accents,
+    punctuation, spacing or a plural ending, the most recently changed first.
+
+    Each group starts with the suggested target (most observations) and shows the command
+    merging the others into it.
+    """
+    import shlex
+
+    with _open_store(db) as store:
+        found = store.likely_duplicates(limit)
+    if as_json:
+        _json_out(found.model_dump(mode="json"))
+        return
+    if not found.groups:
+        _out("no likely duplicates")
+        return
+    for group in found.groups:
+        target = group.entities[0]
+        for candidate in group.entities:
+            mark = "→" if candidate is target else " "
+            name, kind = _style(candidate.name, bold=True), _style(candidate.entityType, fg="cyan")
+            _out(
+                f"{mark} {name}  {kind}  {_count(candidate.observations, 'observation')}, "
+                f"{_count(candidate.relations, 'relation')}"
+            )
+        for other in group.entities[1:]:
+            _out(
+                _style(
+                    f"    memfts merge {shlex.quote(other.name)} {shlex.quote(target.name)}",
+                    dim=True,
+                )
+            )
+    if found.total_groups > len(found.groups):
+        _out(
+            _style(
+                f"{len(found.groups)} of {found.total_groups} groups (--limit for more)", dim=True
+            )
+        )

@@ -44,3 +44,22 @@ class ReadOnlyStoreError(StorageError):
 
 class DatabaseCorruptError(StorageError):
     """SQLite found the file damaged; memfts stops writing to it."""
+
+
+# ---- curation (rename, merge, edit: memfts ui and the CLI) ------------------------------
+
+
+class InvalidInputError(MemftsError):
+    """A value given to a curation command is not acceptable (blank, NUL, itself...)."""
+
+
+class NameTakenError(MemftsError):
+    """A rename onto a name another entity has: merging is what was meant."""
+
+
+class ObservationNotFoundError(MemftsError):
+    """The entity has no such observation (any more): it changed meanwhile."""
+
+
+class DuplicateObservationError(MemftsError):
+    """An edit would give the entity an observation it already has."""

@@ -173,3 +173,121 @@ class StoreStats(BaseModel):
     entity_types: int
     db_bytes: int
     wal_bytes: int
+
+
+# ---- curation and browsing (memfts ui and the CLI's curation commands) ---------------------
+
+
+class RenameReport(BaseModel):
+    """What renaming an entity changed."""
+
+    old: str
+    new: str
+    relations_moved: int = Field(description="relations now naming the new name")
+    relations_merged: int = Field(
+        description="relations dropped because the new name already had them"
+    )
+
+
+class DeleteReport(BaseModel):
+    """What deleting an entity removes (or removed)."""
+
+    name: str
+    entityType: str
+    observations: int
+    relations: int
+
+
+class MergeReport(BaseModel):
+    """What merging ``source`` into ``target`` changes (or changed)."""
+
+    source: str
+    target: str
+    observations_added: int = Field(description="source observations appended to the target")
+    observations_shared: int = Field(description="source observations the target already had")
+    relations_moved: int = Field(description="source relations now naming the target")
+    relations_shared: int = Field(description="source relations the target already had, dropped")
+    relations_between: int = Field(
+        description="relations between the two, dropped: they would relate the target to itself"
+    )
+
+    def summary(self) -> str:
+        """One sentence a person can confirm."""
+        shared = f" ({self.observations_shared} already there)" if self.observations_shared else ""
+        dropped = [
+            f"{self.relations_shared} already there" if self.relations_shared else "",
+            f"{self.relations_between} between the two dropped" if self.relations_between else "",
+        ]
+        dropped_text = "; ".join(d for d in dropped if d)
+        return (
+            f"{self.observations_added} observation{'s' * (self.observations_added != 1)} "
+            f"appended to {self.target!r}{shared}; {self.relations_moved} "
+            f"relation{'s' * (self.relations_moved != 1)} moved to it"
+            + (f" ({dropped_text})" if dropped_text else "")
+            + f"; {self.source!r} deleted"
+        )
+
+
+class LinkedRelation(BaseModel):
+    """A relation seen from one of its ends: its type and the entity at the other end."""
+
+    relationType: str
+    other: str
+    otherType: str | None = Field(description="the other end's type; None if no such entity")
+
+
+class EntityDetail(BaseModel):
+    """An entity with everything its page shows."""
+
+    name: str
+    entityType: str
+    observations: list[str]
+    updated_at: int = Field(description="microseconds since the epoch; 0 if never recorded")
+    outgoing: list[LinkedRelation]
+    incoming: list[LinkedRelation]
+    outgoing_total: int
+    incoming_total: int
+
+
+class RecentEntity(BaseModel):
+    name: str
+    entityType: str
+    observations: int
+    updated_at: int
+
+
+class GraphNode(BaseModel):
+    name: str
+    entityType: str | None = Field(description="None for a name relations use but no entity has")
+    depth: int
+    parent: str | None = Field(description="the node it was reached from (None at the centre)")
+
+
+class Neighbourhood(BaseModel):
+    """An entity's neighbours within ``depth`` relations, and the relations among them."""
+
+    centre: str
+    depth: int
+    nodes: list[GraphNode]
+    relations: list[Relation]
+    left_out: int = Field(description="neighbours not included, past the node limit")
+
+
+class DuplicateCandidate(BaseModel):
+    name: str
+    entityType: str
+    observations: int
+    relations: int
+
+
+class DuplicateGroup(BaseModel):
+    """Entities whose names differ only by case, accents, punctuation, spacing or a plural
+    ending; the first is the suggested merge target (most observations, then oldest)."""
+
+    key: str
+    entities: list[DuplicateCandidate]
+
+
+class Duplicates(BaseModel):
+    groups: list[DuplicateGroup]
+    total_groups: int
