@@ -237,6 +237,75 @@ def test_search_shows_why_it_matched_and_what_it_corrected(imported: Path) -> No
     assert "2. " in out  # a neighbour of Alice, after her
 
 
+def test_search_takes_words_with_a_leading_dash_and_quotes(imported: Path) -> None:
+    """`-word` excludes it (not "No such option"), quotes reach the search as typed, and after
+    `--` even an option's name is a query word; through the real command, as a shell runs it."""
+    done = run("search", "rockets", "-toulouse", db=imported)
+    assert done.returncode == 0, done.stderr
+    assert [line for line in done.stdout.splitlines() if line[0].isdigit()] == ["1. Alice  person"]
+    done = run("search", "-toulouse", "rockets", "--limit", "5", db=imported)
+    assert done.returncode == 0, done.stderr
+    assert [line for line in done.stdout.splitlines() if line[0].isdigit()] == ["1. Alice  person"]
+
+    phrase = run("search", "--json", '"reusable rockets"', db=imported)
+    assert [e["name"] for e in json.loads(phrase.stdout)["entities"]] == ["Acme Rockets"]
+    unquoted = run("search", "--json", '"rockets reusable"', db=imported)  # not adjacent so
+    assert json.loads(unquoted.stdout)["entities"] == []
+
+    done = run("search", "--json", "--", "--limit", db=imported)  # searched, not an option
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["total"] == 4  # "-limit" excludes a word nobody has
+
+
+def test_search_help_says_how_to_quote_in_a_shell() -> None:
+    out = run("search", "--help").stdout
+    assert "memfts search redis -cache" in out
+    assert """memfts search '"exact phrase"'""" in out
+    assert "memfts search -- " in out
+
+
+def test_ctrl_c_stops_a_server_run_in_a_terminal_at_once_with_status_0(tmp_path: Path) -> None:
+    """A person runs `memfts` by hand, then presses Ctrl-C: the terminal's line discipline
+    sends SIGINT to the foreground process, which must end now (it used to wait for Enter,
+    then say "Aborted!" and exit 1)."""
+    import fcntl
+    import pty
+    import termios
+    import time
+
+    master, terminal = pty.openpty()
+
+    def take_the_terminal() -> None:  # in the child: the pty becomes its controlling terminal
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    env = server_env(tmp_path / "m.db")
+    server = subprocess.Popen(
+        memfts_command(),
+        stdin=terminal,
+        stdout=terminal,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+        preexec_fn=take_the_terminal,
+    )
+    os.close(terminal)
+    try:
+        assert server.stderr is not None
+        banner = server.stderr.readline().decode()  # serving: it is waiting on the terminal
+        assert "Ctrl-C stops it" in banner, banner
+        time.sleep(0.2)
+        pressed = time.monotonic()
+        os.write(master, b"\x03")  # Ctrl-C typed on the keyboard
+        assert server.wait(timeout=10) == 0
+        assert time.monotonic() - pressed < 5
+        assert "Aborted" not in server.stderr.read().decode()
+    finally:
+        if server.poll() is None:
+            server.kill()
+        os.close(master)
+    assert (tmp_path / "m.db").exists()
+
+
 def test_colour_only_in_terminals_and_never_with_no_color(imported: Path) -> None:
     _, out, _ = invoke("--db", str(imported), "search", "rockets", color=True)
     assert "\x1b[1mAcme Rockets\x1b[0m" in out

@@ -210,21 +210,23 @@ def serve(
     from memfts.stdio import run_stdio
 
     with _open_store(db, create=True) as store:
-        _close_on_sigterm(store)
+        _stop_on_signals(store)
         if sys.stdin.isatty():  # a person ran it by hand: say what it is waiting for
             _out(
                 f"memfts: serving MCP on stdio for {store.path}; MCP clients launch this "
-                "(see `memfts --help` for the commands people use). Ctrl-D stops it.",
+                "(see `memfts --help` for the commands people use). Ctrl-C stops it.",
                 err=True,
             )
         anyio.run(run_stdio, build_server(store))
 
 
-def _close_on_sigterm(store: Store) -> None:
-    """SIGTERM (a client quitting, systemd, docker stop) closes the store like stdin EOF does.
+def _stop_on_signals(store: Store) -> None:
+    """Ctrl-C (SIGINT) and SIGTERM (a client quitting, systemd, docker stop) close the store
+    like stdin EOF does, at once, with exit status 0: a requested stop is a clean one.
 
-    The stdio loop waits on stdin in a thread that an exception cannot interrupt, so the handler
-    closes the store itself (the call in progress finishes first) and ends the process.
+    The stdio loop may wait on stdin in a thread that an exception cannot interrupt (a
+    terminal is read that way), so the handler closes the store itself (the call in progress
+    finishes first) and ends the process; a KeyboardInterrupt would wait for Enter.
     """
 
     def handler(signum: int, frame: object) -> None:
@@ -232,6 +234,7 @@ def _close_on_sigterm(store: Store) -> None:
         os._exit(0)
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 # ---- reading the memory --------------------------------------------------------------------
@@ -258,9 +261,13 @@ def _entity_block(
     return lines
 
 
-@main.command(short_help="Ranked full-text search, best match first.")
+@main.command(
+    short_help="Ranked full-text search, best match first.",
+    # `memfts search redis -cache`: a word with a leading dash is the query's, not an option
+    context_settings={"ignore_unknown_options": True},
+)
 @db_option
-@click.argument("query", nargs=-1, required=True)
+@click.argument("query", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.option(
     "--limit", default=10, show_default=True, type=click.IntRange(1), help="Most results."
 )
@@ -284,7 +291,13 @@ def search(
     """Ranked full-text search, best match first (the search_nodes tool).
 
     Shows the matching fragments of each entity. The query syntax is the tool's: "exact
-    phrase", -exclude, a OR b, prefix*, name:word, type:person.
+    phrase", -exclude, a OR b, prefix*, name:word, type:person, -type:person.
+
+    \b
+    In a shell, quote what the shell would eat:
+      memfts search redis -cache           a word with a leading - excludes it
+      memfts search '"exact phrase"'       the shell strips one pair of quotes
+      memfts search -- --json -x           after --, nothing is an option
     """
     # bytes that are not UTF-8 in an argument arrive as lone surrogates: make them text
     text = " ".join(query).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
