@@ -185,7 +185,8 @@ def print_failures(results: Sequence[sets.Result], limit: int) -> None:
         shown[r.query.kind] = shown.get(r.query.kind, 0) + 1
         best = sorted(r.query.grades, key=lambda n: -r.query.grades[n])[:3]
         rank = "missed" if r.rank is None else f"rank {r.rank}"
-        print(f"- {r.query.kind}: {r.query.text!r} -> {rank}; want {best}; got {list(r.returned[:3])}")
+        got = list(r.returned[:3])
+        print(f"- {r.query.kind}: {r.query.text!r} -> {rank}; want {best}; got {got}")
 
 
 def print_pool(query: str, extra: Mapping[str, sets.Search]) -> None:

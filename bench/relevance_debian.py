@@ -107,9 +107,7 @@ def main() -> None:
     rest = sorted(set(by_name) - needed, key=lambda n: hashlib.sha256(n.encode()).hexdigest())
     chosen = sorted(needed | set(rest[: SIZE - len(needed)]))
     write_jsonl_gz(relevance_sets.DEBIAN_FILE, (by_name[n] for n in chosen))
-    print(
-        f"{len(chosen)} packages ({len(needed)} needs answers) -> {relevance_sets.DEBIAN_FILE}"
-    )
+    print(f"{len(chosen)} packages ({len(needed)} needs answers) -> {relevance_sets.DEBIAN_FILE}")
 
 
 if __name__ == "__main__":
