@@ -63,3 +63,10 @@ class ObservationNotFoundError(MemftsError):
 
 class DuplicateObservationError(MemftsError):
     """An edit would give the entity an observation it already has."""
+
+
+# ---- paged results (read_graph, open_nodes, search_nodes) -------------------------------------
+
+
+class BadCursorError(MemftsError):
+    """A ``cursor`` argument this server did not give, or gave for another call."""

@@ -7,7 +7,7 @@ works unchanged.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -62,6 +62,56 @@ class KnowledgeGraph(BaseModel):
     relations: list[Relation]
 
 
+NEXT_CURSOR_DESCRIPTION = (
+    "Present when more follows: call the tool again with the same arguments and this as "
+    "`cursor` for the next page"
+)
+NOTE_DESCRIPTION = (
+    "Present on a partial result: one line saying what this page holds and how to get the rest"
+)
+
+
+class GraphPosition(NamedTuple):
+    """Where a walk over the graph stands: after the entity (or, once every entity has been
+    given, the relation) with this id. ``GraphPosition()`` is the start."""
+
+    in_relations: bool = False
+    after_id: int = 0
+
+
+class GraphStep(NamedTuple):
+    """One item of a walk over the graph, with the position just after it."""
+
+    position: GraphPosition
+    item: Entity | Relation
+
+
+class GraphEntity(BaseModel):
+    """An entity in a ``read_graph`` or ``open_nodes`` result: the official shape, or lighter
+    when the caller sets ``maxObservations``."""
+
+    name: str = Field(description="The name of the entity")
+    entityType: str = Field(description="The type of the entity")
+    observations: list[str] | None = Field(
+        default=None,
+        description="An array of observation contents associated with the entity "
+        "(the first `maxObservations` when set; left out when it is 0)",
+    )
+    omittedObservations: int | None = Field(
+        default=None, description="How many observations `maxObservations` left out"
+    )
+
+
+class GraphPage(BaseModel):
+    """The whole graph (or the named entities) as the official server returns it, or one page
+    of it when it is larger than the result budget or the caller asked for pages."""
+
+    entities: list[GraphEntity]
+    relations: list[Relation]
+    nextCursor: str | None = Field(default=None, description=NEXT_CURSOR_DESCRIPTION)
+    note: str | None = Field(default=None, description=NOTE_DESCRIPTION)
+
+
 class SearchHit(BaseModel):
     """An entity as search returns it: the official shape, plus snippets when asked for.
 
@@ -103,6 +153,8 @@ class SearchResult(BaseModel):
     suggestions: list[str] | None = Field(
         default=None, description="Indexed words close to query words that matched nothing"
     )
+    nextCursor: str | None = Field(default=None, description=NEXT_CURSOR_DESCRIPTION)
+    note: str | None = Field(default=None, description=NOTE_DESCRIPTION)
 
 
 class ObservationAddition(BaseModel):

@@ -10,7 +10,6 @@ text block) match ``@modelcontextprotocol/server-memory``, so switching is one c
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
-import pydantic_core
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.types import (
@@ -21,7 +20,7 @@ from mcp.types import (
 )
 from pydantic import BaseModel, Field, ValidationError
 
-from memfts import __version__
+from memfts import __version__, results
 from memfts.errors import MemftsError
 from memfts.models import (
     AddedObservationsResult,
@@ -29,6 +28,7 @@ from memfts.models import (
     CreatedRelations,
     DeleteResult,
     Entity,
+    GraphPage,
     KnowledgeGraph,
     ObservationAddition,
     ObservationDeletion,
@@ -36,6 +36,7 @@ from memfts.models import (
     SearchResult,
     Text,
 )
+from memfts.results import GraphRequest, dump, official_json
 from memfts.store import Store
 
 GRAPH_URI = "memory://knowledge-graph"
@@ -70,32 +71,46 @@ most recently changed entities."""
 
 T = TypeVar("T")
 
+PageLimit = Annotated[
+    int | None,
+    Field(
+        ge=1,
+        description="Optional: at most this many entities and relations per answer (entities "
+        "first, in creation order); the answer then gives nextCursor for the next page",
+    ),
+]
+Cursor = Annotated[
+    str | None,
+    Field(
+        description="Optional: the nextCursor of the previous answer, for its next page (a "
+        "result too large for one answer comes in pages even without limit)"
+    ),
+]
+MaxObservations = Annotated[
+    int | None,
+    Field(
+        ge=0,
+        description="Optional: at most this many observations per entity (the first ones; "
+        "omittedObservations says how many were left out); 0 gives names and types only",
+    ),
+]
+
 
 MAX_QUERY_CHARS = 100_000
 """Longest ``search_nodes`` query: far past anything typed or pasted (only the first 16 words
 are searched), short of a payload meant to stall the server."""
 
 
-def _json(value: Any) -> str:
-    """JSON exactly as the official server writes it (``JSON.stringify(x, null, 2)``).
-
-    pydantic-core's encoder writes the same bytes as ``json.dumps(indent=2,
-    ensure_ascii=False)`` (tests/test_protocol.py checks), 6x faster: with ``indent``, the
-    standard library falls back to its pure-Python encoder."""
-    return pydantic_core.to_json(value, indent=2).decode()
-
-
 def _result(text_of: Any, structured: BaseModel) -> CallToolResult:
     """One JSON (or message) text block plus the same data as ``structuredContent``."""
-    text = text_of if isinstance(text_of, str) else _json(text_of)
+    text = text_of if isinstance(text_of, str) else official_json(text_of)
     return CallToolResult(
-        content=[TextContent(type="text", text=text)],
-        structured_content=structured.model_dump(mode="json", by_alias=True, exclude_none=True),
+        content=[TextContent(type="text", text=text)], structured_content=dump(structured)
     )
 
 
-def _graph_result(graph: KnowledgeGraph | SearchResult) -> CallToolResult:
-    return _result(graph.model_dump(mode="json", by_alias=True, exclude_none=True), graph)
+def _graph_result(graph: KnowledgeGraph | GraphPage | SearchResult) -> CallToolResult:
+    return _result(dump(graph), graph)
 
 
 def _run(call: Callable[..., T], *args: Any) -> T:
@@ -278,9 +293,32 @@ def build_server(store: Store) -> MCPServer:
         )
         return _result(message, DeleteResult(success=True, message=message))
 
+    budget = store.limits.max_result_chars
+
+    def graph_page(request: GraphRequest) -> KnowledgeGraph | GraphPage:
+        """One page of a read_graph / open_nodes walk, read in one go (one thread, one
+        snapshot); with no budget and no paging asked for, simply the whole result."""
+        plain = request.limit is None and request.cursor is None
+        if plain and request.max_observations is None and not budget:
+            if request.names is None:
+                return store.read_graph()
+            return store.open_nodes(request.names)
+        start, _, _ = request.start()
+        return results.graph_page(
+            store.walk_graph(start, request.names),
+            request,
+            budget,
+            totals=lambda: store.count_graph(request.names),
+        )
+
     @mcp.tool(title="Read Graph", description="Read the entire knowledge graph", annotations=READ)
-    async def read_graph() -> Annotated[CallToolResult, KnowledgeGraph]:
-        return _graph_result(_run(store.read_graph))
+    async def read_graph(
+        limit: PageLimit = None, cursor: Cursor = None, maxObservations: MaxObservations = None
+    ) -> Annotated[CallToolResult, GraphPage]:
+        request = GraphRequest(
+            tool="read_graph", limit=limit, cursor=cursor, max_observations=maxObservations
+        )
+        return _graph_result(_run(graph_page, request))
 
     # a store configured for fewer results than the usual 20 answers calls that give no limit
     default_limit = min(20, store.limits.max_search_limit)
@@ -325,14 +363,31 @@ def build_server(store: Store) -> MCPServer:
                 "from the hits, ranked after them",
             ),
         ] = 0,
+        cursor: Annotated[
+            str | None,
+            Field(
+                description="To get the next page of a result too large for one answer: the "
+                "nextCursor it gave, with the same other arguments"
+            ),
+        ] = None,
     ) -> Annotated[CallToolResult, SearchResult]:
-        return _graph_result(
-            _run(
-                lambda: store.search_nodes(
-                    query, limit, entityType, snippets=snippets, compact=compact, depth=depth
-                )
+        arguments = {
+            "query": query,
+            "limit": limit,
+            "entityType": entityType,
+            "snippets": snippets,
+            "compact": compact,
+            "depth": depth,
+        }
+
+        def search_page() -> SearchResult:
+            offset = results.search_offset(cursor, arguments)
+            result = store.search_nodes(
+                query, limit, entityType, snippets=snippets, compact=compact, depth=depth
             )
-        )
+            return results.search_page(result, offset, arguments, budget)
+
+        return _graph_result(_run(search_page))
 
     @mcp.tool(
         title="Open Nodes",
@@ -341,8 +396,18 @@ def build_server(store: Store) -> MCPServer:
     )
     async def open_nodes(
         names: Annotated[list[Text], Field(description="An array of entity names to retrieve")],
-    ) -> Annotated[CallToolResult, KnowledgeGraph]:
-        return _graph_result(_run(store.open_nodes, names))
+        limit: PageLimit = None,
+        cursor: Cursor = None,
+        maxObservations: MaxObservations = None,
+    ) -> Annotated[CallToolResult, GraphPage]:
+        request = GraphRequest(
+            tool="open_nodes",
+            names=names,
+            limit=limit,
+            cursor=cursor,
+            max_observations=maxObservations,
+        )
+        return _graph_result(_run(graph_page, request))
 
     @mcp.resource(
         GRAPH_URI,
@@ -352,6 +417,6 @@ def build_server(store: Store) -> MCPServer:
         mime_type="application/json",
     )
     async def knowledge_graph() -> str:
-        return _json(store.read_graph().model_dump(mode="json", by_alias=True))
+        return official_json(store.read_graph().model_dump(mode="json", by_alias=True))
 
     return mcp

@@ -42,6 +42,8 @@ from memfts.models import (
     Entity,
     EntityDetail,
     GraphNode,
+    GraphPosition,
+    GraphStep,
     HealthReport,
     ImportCounts,
     KnowledgeGraph,
@@ -65,7 +67,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Limits:
-    """Size limits on what one call may store. Override with ``MEMFTS_MAX_*`` variables."""
+    """Size limits on what one call may store or return. Override with ``MEMFTS_MAX_*``
+    variables."""
 
     max_name_chars: int = 1_000
     max_observation_chars: int = 100_000
@@ -75,6 +78,13 @@ class Limits:
     """All the text one write call carries (names, types and observations together)."""
     busy_timeout_s: float = 60.0
     """How long a write waits for other processes' writes before failing as busy."""
+    max_result_chars: int = 30_000
+    """Characters of text one ``read_graph``, ``open_nodes`` or ``search_nodes`` result may
+    hold before it comes in pages (0: no bound, as the official server). About 8,000-10,000
+    tokens of English JSON (3-4 characters a token): under Claude Code's 10,000-token warning,
+    well under its 25,000-token cap and its 50,000-character switch to a file. Text in Chinese,
+    Japanese or Korean costs about a token a character: set it lower for such a memory. See
+    :mod:`memfts.results`."""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Limits:
@@ -384,23 +394,96 @@ class Store:
         Streams in batches (constant memory on any size) for export. Holds a read snapshot
         until exhausted, so consume it promptly: a pinned snapshot stops WAL checkpoints.
         """
+        for step in self.walk_graph(batch=batch):
+            yield step.item
+
+    def walk_graph(
+        self,
+        after: GraphPosition = GraphPosition(),  # noqa: B008 (an immutable tuple)
+        names: Sequence[str] | None = None,
+        batch: int = 256,
+    ) -> Iterator[GraphStep]:
+        """Entities then relations in creation order, from just after ``after``, each with
+        the position that follows it: what a page of ``read_graph`` (or, with ``names``, of
+        ``open_nodes``: those entities and the relations touching them) is cut from.
+
+        One snapshot, read ``batch`` rows at a time: close the iterator when the page is full
+        (a pinned snapshot stops WAL checkpoints).
+        """
+        if names is not None:
+            self._check_batch("names", names)
         with self._read() as db:
-            last = 0
-            while True:
+            found = None
+            if names is not None:
+                found = json.dumps(
+                    [n for (n,) in db.execute(self._NAMED_SQL, {"names": json.dumps(list(names))})]
+                )
+            last = after.after_id
+            while not after.in_relations:
+                entities_sql = self._WALK_ENTITIES_SQL if found is None else self._WALK_NAMED_SQL
                 ids = [
                     row_id
                     for (row_id,) in db.execute(
-                        "SELECT id FROM entities WHERE id > ? ORDER BY id LIMIT ?", (last, batch)
+                        entities_sql, {"after": last, "batch": batch, "names": found}
                     )
                 ]
                 if not ids:
+                    last = 0
                     break
-                yield from self._entities(db, ids)
+                for row_id, entity in self._entities_by_id(db, ids).items():
+                    yield GraphStep(GraphPosition(False, row_id), entity)
                 last = ids[-1]
-            for f, t, rt in db.execute(
-                "SELECT from_name, to_name, relation_type FROM relations ORDER BY id"
-            ):
-                yield Relation.model_construct(from_=f, to=t, relationType=rt)
+            relations_sql = self._WALK_RELATIONS_SQL if found is None else self._WALK_TOUCHING_SQL
+            while True:
+                rows: list[tuple[int, str, str, str]] = db.execute(  # type: ignore[assignment]
+                    relations_sql, {"after": last, "batch": batch, "names": found}
+                ).fetchall()
+                if not rows:
+                    return
+                for relation_id, f, t, rt in rows:
+                    relation = Relation.model_construct(from_=f, to=t, relationType=rt)
+                    yield GraphStep(GraphPosition(True, relation_id), relation)
+                last = rows[-1][0]
+
+    def count_graph(self, names: Sequence[str] | None = None) -> tuple[int, int]:
+        """How many entities and relations :meth:`walk_graph` gives from the start."""
+        if names is not None:
+            self._check_batch("names", names)
+        with self._read() as db:
+            if names is None:
+                counts = db.execute(
+                    "SELECT (SELECT count(*) FROM entities), (SELECT count(*) FROM relations)"
+                ).get
+            else:
+                counts = db.execute(self._COUNT_NAMED_SQL, {"names": json.dumps(list(names))}).get
+            return int(counts[0]), int(counts[1])
+
+    _NAMED_SQL = "SELECT name FROM entities WHERE name IN (SELECT value FROM json_each(:names))"
+    _WALK_ENTITIES_SQL = "SELECT id FROM entities WHERE id > :after ORDER BY id LIMIT :batch"
+    _WALK_NAMED_SQL = (
+        "SELECT id FROM entities WHERE id > :after "
+        "AND name IN (SELECT value FROM json_each(:names)) ORDER BY id LIMIT :batch"
+    )
+    _WALK_RELATIONS_SQL = (
+        "SELECT id, from_name, to_name, relation_type FROM relations "
+        "WHERE id > :after ORDER BY id LIMIT :batch"
+    )
+    _TOUCHING = (
+        "(from_name IN (SELECT value FROM json_each(:names)) "
+        "OR to_name IN (SELECT value FROM json_each(:names)))"
+    )
+    _WALK_TOUCHING_SQL = (
+        "SELECT id, from_name, to_name, relation_type FROM relations "
+        f"WHERE id > :after AND {_TOUCHING} ORDER BY id LIMIT :batch"
+    )
+    _COUNT_NAMED_SQL = dedent(
+        f"""\
+        WITH found(name) AS ({_NAMED_SQL})
+        SELECT (SELECT count(*) FROM found),
+               (SELECT count(*) FROM relations
+                WHERE from_name IN (SELECT name FROM found) OR to_name IN (SELECT name FROM found))
+        """
+    )
 
     def read_graph(self) -> KnowledgeGraph:
         """The whole graph: entities and relations in creation order."""
