@@ -63,10 +63,23 @@ def session(params: StdioServerParameters) -> Iterator[Session]:
             yield Session(portal, connected)
 
 
+def whole_graph(server: Session) -> dict[str, Any]:
+    """The whole graph, following read_graph's pages (a large graph comes in several)."""
+    graph: dict[str, Any] = {"entities": [], "relations": []}
+    arguments: dict[str, Any] = {}
+    while True:
+        page = server.ok("read_graph", arguments).structured_content
+        assert page is not None
+        graph["entities"] += page["entities"]
+        graph["relations"] += page["relations"]
+        if "nextCursor" not in page:
+            return graph
+        arguments = {"cursor": page["nextCursor"]}
+
+
 def emptied(server: Session) -> Session:
     """``server`` with its graph deleted through its own tools, so a test starts from nothing."""
-    graph = server.ok("read_graph").structured_content
-    assert graph is not None
+    graph = whole_graph(server)
     if graph["relations"]:
         server.ok("delete_relations", {"relations": graph["relations"]})
     if graph["entities"]:

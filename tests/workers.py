@@ -154,8 +154,16 @@ class RawServer:
         return result
 
     def graph(self) -> dict[str, Any]:
-        structured: dict[str, Any] = self.call_ok("read_graph", {})["structuredContent"]
-        return structured
+        """The whole graph, following read_graph's pages (a large graph comes in several)."""
+        graph: dict[str, Any] = {"entities": [], "relations": []}
+        arguments: dict[str, Any] = {}
+        while True:
+            page: dict[str, Any] = self.call_ok("read_graph", arguments)["structuredContent"]
+            graph["entities"] += page["entities"]
+            graph["relations"] += page["relations"]
+            if "nextCursor" not in page:
+                return graph
+            arguments = {"cursor": page["nextCursor"]}
 
     # ---- process -----------------------------------------------------------------------
 
