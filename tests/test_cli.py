@@ -423,7 +423,7 @@ def test_help_lists_every_command_and_each_takes_db() -> None:
     done = run("--help")
     assert done.returncode == 0
     commands = ["serve", "search", "show", "stats", "check", "optimize", "import", "export"]
-    commands += ["rename", "set-type", "edit-observation", "delete-observation", "delete"]
+    commands += ["ui", "rename", "set-type", "edit-observation", "delete-observation", "delete"]
     commands += ["merge", "duplicates"]
     listed = [line.split()[0] for line in done.stdout.split("Commands:")[1].strip().splitlines()]
     assert listed == commands

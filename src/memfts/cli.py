@@ -601,6 +601,75 @@ def _short(text: str, room: int = 70) -> str:
     return one_line if len(one_line) <= room else one_line[: room - 1] + "…"
 
 
+@main.command(short_help="Browse and curate the memory in a local web page.")
+@db_option
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on. Any non-loopback address needs a token.",
+)
+@click.option(
+    "--port",
+    default=8766,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on (0: any free port).",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File holding the token the page requires (else $MEMFTS_TOKEN).",
+)
+@click.option(
+    "--allow-host",
+    "allow_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Extra Host header value browsers may use (a DNS name or proxy name); repeatable.",
+)
+@click.option("--open", "open_browser", is_flag=True, help="Open the page in a browser.")
+def ui(
+    db: str | None,
+    host: str,
+    port: int,
+    token_file: Path | None,
+    allow_hosts: tuple[str, ...],
+    open_browser: bool,
+) -> None:
+    """Serve a web page on this machine to search, browse and curate the memory: ranked
+    search, entity pages, a graph view, recent changes, stats, likely duplicates; rename,
+    retype, edit, delete and merge. It follows what agents write, from any process.
+
+    Same rules as `serve --http`: loopback needs no token; any other address needs one
+    ($MEMFTS_TOKEN or --token-file), and then the printed URL carries it once.
+    """
+    from memfts import http as http_transport
+    from memfts import ui as web
+
+    token = http_transport.load_token(token_file)
+    http_transport.check_exposure(host, token)  # before opening anything
+    if port == 0:
+        port = _free_port(host)
+    with _open_store(db) as store:
+        url = web.page_url(host, port, token)
+        _out(f"memfts ui: {store.path} at {url} (Ctrl-C stops it)", err=True)
+        if open_browser:
+            import webbrowser
+
+            webbrowser.open(url)
+        web.serve(store, host=host, port=port, token=token, extra_hosts=allow_hosts)
+
+
+def _free_port(host: str) -> int:
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((host.strip("[]"), 0))
+        return int(probe.getsockname()[1])
+
+
 yes_option = click.option("--yes", "-y", is_flag=True, help="Do it without asking first.")
 
 

@@ -198,6 +198,14 @@ def serve(
     store: Store, *, host: str, port: int, token: str | None, extra_hosts: Iterable[str] = ()
 ) -> None:
     """Serve until interrupted (Ctrl-C or SIGTERM), then return so the caller closes the store."""
+    run(build_app(store, host=host, token=token, extra_hosts=extra_hosts), host=host, port=port)
+
+
+def run(app: ASGIApp, *, host: str, port: int) -> None:
+    """Serve ``app`` with uvicorn until interrupted (Ctrl-C or SIGTERM), then return.
+
+    Shared by ``serve --http`` and ``memfts ui``, so both run with the same server settings.
+    """
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -207,7 +215,6 @@ def serve(
             # process before the store is closed (and the WAL checkpointed); exit normally
             self._captured_signals.clear()
 
-    app = build_app(store, host=host, token=token, extra_hosts=extra_hosts)
     config = uvicorn.Config(
         app, host=host.strip("[]"), port=port, log_config=_log_config(), lifespan="on"
     )

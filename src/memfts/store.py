@@ -1002,6 +1002,18 @@ class Store:
             left_out=len(left_out),
         )
 
+    def entity_types(self, limit: int = 50) -> list[tuple[str, int]]:
+        """The commonest entity types and how many entities have each, commonest first."""
+        with self._read() as db:
+            return [
+                (entity_type, count)
+                for entity_type, count in db.execute(
+                    "SELECT entity_type, count(*) FROM entities GROUP BY entity_type "
+                    "ORDER BY 2 DESC, 1 LIMIT ?",
+                    (limit,),
+                )
+            ]
+
     def data_version(self) -> int:
         """A number that changes whenever any process (this one included) commits to the
         file: how a page learns that what it shows is stale, at the cost of one file check."""

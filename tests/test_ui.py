@@ -1,0 +1,279 @@
+"""``memfts ui`` over real HTTP: a real process on a real file, requests written by hand.
+
+What a browser test cannot show as directly: the exact status of a refused request (a
+foreign Host, a cross-site or token-less write, a missing bearer token), the headers of
+every answer, the escaped bytes of text from the database, and the layout's geometry.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+
+import ui_demo
+from conftest import memfts_command, server_env
+from memfts.models import Entity, GraphNode, Neighbourhood, Relation
+from memfts.store import Store
+from memfts.ui_graph import LINE_GAP, layout
+from test_store import graph_of
+from ui_server import UiServer, csrf_of, path_of
+from workers import RawServer
+
+HOSTILE = '<script>alert("owned")</script><img src=x onerror=alert(2)>'
+
+
+@pytest.fixture
+def demo(db_path: Path) -> Iterator[Path]:
+    store = Store(db_path)
+    ui_demo.fill(store)
+    store.create_entities(
+        [
+            Entity(
+                name="<b>Mallory</b>", entityType='"><svg onload=alert(3)>', observations=[HOSTILE]
+            )
+        ]
+    )
+    store.create_relations(
+        [Relation(from_="<b>Mallory</b>", to="ledger", relationType="<i>pwns</i>")]
+    )
+    store.close()
+    yield db_path
+
+
+@pytest.fixture
+def ui(demo: Path) -> Iterator[UiServer]:
+    with UiServer(demo) as server:
+        yield server
+
+
+def form(fields: dict[str, str]) -> str:
+    return urlencode(fields)
+
+
+def post(ui: UiServer, path: str, fields: dict[str, str], **headers: str):  # type: ignore[no-untyped-def]
+    return ui.request(
+        "POST",
+        path,
+        body=form(fields),
+        headers={"Content-Type": "application/x-www-form-urlencoded", **headers},
+    )
+
+
+def test_every_page_answers_with_the_memory_and_safe_headers(ui: UiServer) -> None:
+    pages = {
+        "/": "Latest changes",
+        "/?q=idempotency+key": "<mark>",
+        "/entity?name=billing-worker": "Idempotency key is the payment intent id",
+        "/graph?name=billing-worker&depth=2": "<svg",
+        "/recent": "Recent changes",
+        "/duplicates": "Merge into PostgreSQL",
+        "/stats": "Observations",
+    }
+    for path, expected in pages.items():
+        answer = ui.get(path)
+        assert answer.status == 200, (path, answer.body[:300])
+        assert expected in answer.body, path
+        assert "script-src 'self'" in answer.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        assert re.fullmatch(r"store;dur=\d+\.\d", answer.headers["server-timing"]), path
+        assert "<script>" not in answer.body  # only the page's own script file
+    missing = ui.get("/entity?name=Nobody")
+    assert missing.status == 404 and "No entity named" in missing.body
+    assert ui.get("/static/ui.js").status == 200
+
+
+def test_search_page_shows_n_of_m_corrections_and_suggestions(ui: UiServer) -> None:
+    page = ui.get("/?q=idempotncy").body
+    assert "Nothing matched <q>idempotncy</q>; showing" in page
+    assert "<mark>" in page
+    counted = ui.get("/?q=service&limit=2").body
+    assert re.search(r'<span class="count">2</span> of <span class="total">\d+', counted)
+    assert "Show more" in counted
+
+
+def test_text_from_the_database_is_escaped_everywhere(ui: UiServer) -> None:
+    name = "<b>Mallory</b>"
+    for path in (
+        f"/entity?{urlencode({'name': name})}",
+        "/?q=alert",
+        "/?q=mallory",
+        f"/graph?{urlencode({'name': name})}",
+        "/recent",
+        "/entity?name=ledger",
+    ):
+        page = ui.get(path).body
+        for raw in ("<script>alert", "<img src=x", "<svg onload", "<b>Mallory", "<i>pwns"):
+            assert raw not in page, (path, raw)
+    page = ui.get(f"/entity?{urlencode({'name': name})}").body
+    assert (
+        "&lt;script&gt;alert(&#34;owned&#34;)&lt;/script&gt;&lt;img src=x onerror=alert(2)&gt;"
+        in page
+    )
+    assert "<h1>&lt;b&gt;Mallory&lt;/b&gt;</h1>" in page
+    found = ui.get("/?q=alert").body
+    assert "&lt;script&gt;<mark>alert</mark>(&#34;owned&#34;)" in found
+
+
+def test_a_foreign_host_header_is_refused(ui: UiServer) -> None:
+    assert ui.get("/", headers={"Host": "evil.example"}).status == 421
+    assert ui.get("/", headers={"Host": f"evil.example:{ui.port}"}).status == 421
+    assert ui.get("/", headers={"Host": f"localhost:{ui.port}"}).status == 200
+
+
+def test_writes_need_a_post_from_the_page_with_its_token(ui: UiServer, demo: Path) -> None:
+    page = ui.get("/entity?name=Redis").body
+    token = csrf_of(page)
+    before = ui.get("/entity?name=Redis").body
+    rename = {"name": "Redis", "new_name": "Valkey"}
+    refusals = [
+        post(ui, "/entity/rename", rename),  # no token
+        post(ui, "/entity/rename", {**rename, "csrf": "guess"}),
+        post(ui, "/entity/rename", {**rename, "csrf": token}, Origin="http://evil.example"),
+        post(ui, "/entity/rename", {**rename, "csrf": token}, **{"Sec-Fetch-Site": "cross-site"}),
+    ]
+    assert [r.status for r in refusals] == [403, 403, 403, 403]
+    assert ui.request("PUT", "/entity/rename").status == 405
+    assert ui.get("/entity/rename").status == 405
+    assert ui.get("/entity?name=Redis").body.count("Caches carts") == before.count("Caches carts")
+    done = post(
+        ui,
+        "/entity/rename",
+        {**rename, "csrf": token},
+        Origin=f"http://127.0.0.1:{ui.port}",
+        **{"Sec-Fetch-Site": "same-origin"},
+    )
+    assert done.status == 303
+    assert path_of(done.headers["location"]) == "/entity?name=Valkey&done=renamed&from=Redis"
+    store = Store(demo)
+    try:
+        assert store.entity_detail("Valkey") is not None
+        assert store.entity_detail("Redis") is None
+    finally:
+        store.close()
+
+
+def test_destructive_writes_say_what_will_change_before_changing_it(
+    ui: UiServer, demo: Path
+) -> None:
+    token = csrf_of(ui.get("/duplicates").body)
+    store = Store(demo)
+    try:
+        before = graph_of(store)
+        preview = post(
+            ui, "/merge", {"source": "postgresql", "target": "PostgreSQL", "csrf": token}
+        )
+        assert preview.status == 200
+        assert "Merge &#39;postgresql&#39; into &#39;PostgreSQL&#39;?" in preview.body
+        assert (
+            "1 observation of &#39;postgresql&#39; appended to &#39;PostgreSQL&#39;" in preview.body
+        )
+        assert "1 relation re-pointed" in preview.body
+        assert 'name="confirmed" value="yes"' in preview.body
+        deletion = post(ui, "/entity/delete", {"name": "ledger", "csrf": token})
+        assert "with its 2 observations" in deletion.body and "and 6 relations" in deletion.body
+        assert graph_of(store) == before
+        merged = post(
+            ui,
+            "/merge",
+            {"source": "postgresql", "target": "PostgreSQL", "csrf": token, "confirmed": "yes"},
+        )
+        assert merged.status == 303
+        detail = store.entity_detail("PostgreSQL")
+        assert detail is not None
+        assert detail.observations[-1] == "Use pg_dump --format=custom for backups"
+        assert store.entity_detail("postgresql") is None
+    finally:
+        store.close()
+
+
+def test_a_refused_write_says_why_and_offers_the_merge(ui: UiServer) -> None:
+    token = csrf_of(ui.get("/duplicates").body)
+    answer = post(ui, "/entity/rename", {"name": "nodejs", "new_name": "Node.js", "csrf": token})
+    assert answer.status == 409
+    assert "an entity named &#39;Node.js&#39; exists already" in answer.body
+    assert 'action="/merge"' in answer.body and 'name="target" value="Node.js"' in answer.body
+    edit = post(
+        ui,
+        "/observation/edit",
+        {"name": "Redis", "old": "no such text", "new": "x", "csrf": token},
+    )
+    assert edit.status == 409 and "may have changed meanwhile" in edit.body
+
+
+def test_the_change_marker_moves_when_another_process_writes(ui: UiServer, demo: Path) -> None:
+    first = ui.get("/api/version")
+    assert first.status == 200
+    assert ui.get("/api/version").body == first.body
+    with RawServer(demo) as agent:
+        agent.call_ok("add_observations", {"observations": [
+            {"entityName": "Redis", "contents": ["an agent wrote this"]}]})  # fmt: skip
+    assert ui.get("/api/version").body != first.body
+    assert "an agent wrote this" in ui.get("/entity?name=Redis").body
+
+
+def test_a_token_guards_the_page_and_the_printed_url_carries_it(demo: Path) -> None:
+    with UiServer(demo, env={"MEMFTS_TOKEN": "s3cret token"}) as ui:
+        assert ui.url.endswith("/?token=s3cret%20token")
+        assert ui.get("/").status == 401
+        assert ui.get("/?token=wrong").status == 401
+        assert ui.get("/api/version").status == 401
+        opened = ui.get(path_of(ui.url) + "&q=redis")
+        assert opened.status == 303
+        assert path_of(opened.headers["location"]) == "/?q=redis"
+        cookie = opened.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie
+        pair = cookie.split(";")[0]
+        assert ui.get("/", headers={"Cookie": pair}).status == 200
+        assert ui.get("/", headers={"Authorization": "Bearer s3cret token"}).status == 200
+        assert ui.get("/", headers={"Host": "evil.example", "Cookie": pair}).status == 421
+
+
+def test_off_loopback_without_a_token_it_refuses_to_start(demo: Path) -> None:
+    done = subprocess.run(
+        [*memfts_command(), "--db", str(demo), "ui", "--host", "0.0.0.0", "--port", "1"],
+        capture_output=True,
+        text=True,
+        env=server_env(demo),
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "refusing to listen on 0.0.0.0 without a token" in done.stderr
+
+
+# ---- the graph's layout ------------------------------------------------------------------
+
+
+def _hood(first: int, second_each: int) -> Neighbourhood:
+    nodes = [GraphNode(name="centre", entityType="t", depth=0, parent=None)]
+    relations = []
+    for i in range(first):
+        nodes.append(GraphNode(name=f"n{i}", entityType=f"type{i % 13}", depth=1, parent="centre"))
+        relations.append(Relation(from_="centre", to=f"n{i}", relationType="r"))
+        for k in range(second_each):
+            nodes.append(GraphNode(name=f"n{i}-{k}", entityType=None, depth=2, parent=f"n{i}"))
+            relations.append(Relation(from_=f"n{i}", to=f"n{i}-{k}", relationType="r"))
+    return Neighbourhood(centre="centre", depth=2, nodes=nodes, relations=relations, left_out=0)
+
+
+@pytest.mark.parametrize(("first", "second_each"), [(49, 0), (7, 6), (16, 2), (1, 48)])
+def test_fifty_nodes_keep_their_labels_apart(first: int, second_each: int) -> None:
+    hood = _hood(first, second_each)
+    placed = layout(hood)
+    assert layout(hood) == placed  # no randomness: the same picture every visit
+    assert len(placed.nodes) == 1 + first * (1 + second_each) >= 49
+    outer = max(n.depth for n in placed.nodes)
+    ring = sorted((math.atan2(n.y, n.x), n.x, n.y) for n in placed.nodes if n.depth == outer)
+    gaps = [math.dist(a[1:], b[1:]) for a, b in zip(ring, ring[1:] + ring[:1], strict=True)]
+    assert min(gaps) >= LINE_GAP - 0.5  # outer labels run along radii: a line apart
+    x, y, width, height = (float(v) for v in placed.view_box.split())
+    for n in placed.nodes:
+        assert x < n.x < x + width and y < n.y < y + height
+    assert len(placed.edges) == len(hood.relations)
+    assert len({c for c, _ in placed.legend}) == min(12, len(placed.legend))
