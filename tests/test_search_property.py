@@ -2,9 +2,10 @@
 
 The reference keeps the graph in plain Python and answers a query by testing every word of
 every entity, with the documented rules: a query word matches an indexed word equal to it,
-or containing it when it has at least 3 characters (or is CJK); entities holding every query
-word are the answer, else entities holding any. Words come from the index's own tokenizer
-(case and accent folding are its job); everything else here is independent of the store.
+of the same (English Snowball) stem, or containing it when it has at least 3 characters (or
+is CJK); entities holding every query word are the answer, else entities holding any. Words
+come from the index's own tokenizer (case and accent folding are its job); everything else
+here is independent of the store.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import apsw
 import hypothesis.strategies as st
+import Stemmer
 from hypothesis import HealthCheck, event, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
@@ -26,6 +28,7 @@ WORDS = [
     "typescript", "script", "javascript", "auth", "authentication", "oauth", "node", "js",
     "école", "ECOLE", "Café", "cafe", "postgres", "postgresql", "db", "c", "x",
     "東京タワー", "東京", "タワー", "北京办公室", "微服务", "redis", "deploy", "deployment",
+    "failed", "failing", "tests", "renewal", "renewing",
 ]  # fmt: skip
 NAMES = ["Alice", "Bob", "billing-service", "東京オフィス", "Café Müller", "node.js", "X"]
 TYPES = ["person", "service", "Person", "office"]
@@ -44,8 +47,18 @@ def is_cjk(word: str) -> bool:
     return any("\u3040" <= ch <= "\u9fff" or "\uac00" <= ch <= "\ud7af" for ch in word)
 
 
+_STEMMER = Stemmer.Stemmer("english")
+
+
+def stem(word: str) -> str:
+    """Words of 3+ letters (not CJK) have a stem; any other word is its own."""
+    if len(word) < 3 or not word.isalpha() or is_cjk(word):
+        return word
+    return str(_STEMMER.stemWord(word))
+
+
 def word_matches(query_word: str, indexed: str) -> bool:
-    if query_word == indexed:
+    if query_word == indexed or stem(query_word) == stem(indexed):
         return True
     return (len(query_word) >= 3 or is_cjk(query_word)) and query_word in indexed
 

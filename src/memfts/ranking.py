@@ -25,6 +25,10 @@ ENTITY_WEIGHTS = (10.0, 3.0)
 PARTIAL_MATCH_FACTOR = 0.5
 """A word start or infix hit scores this share of a whole-word hit, so whole words rank first."""
 
+FORM_FACTOR = 0.8
+"""Another form of a query word (``renewed`` for ``renewing``) scores this share of the word
+as typed; like a partial word, it does not count as a whole-word hit."""
+
 COMMON_CLAUSE_ROWS = 4_000
 """Rows past which a query word is too common to rank on; see :func:`_ranked`."""
 
@@ -93,6 +97,8 @@ class Arm:
     scored: bool = True
     """False for infix expansions: an OR of many words, where bm25 would first count the
     matches of every one of them; a flat score keeps such an arm cheap."""
+    whole: bool = True
+    """A hit is the word as typed (or spelt another way), not another form or a part of it."""
 
     @property
     def entity_sql(self) -> str:
@@ -100,8 +106,8 @@ class Arm:
 
     def scored_sql(self, key: str, clause: int, among: str | None = None) -> Sql:
         """``(entity_id, clause, score, whole)`` rows; its parameters are named ``key_*``.
-        ``whole`` is 1 for a whole-word hit, 0 for a partial-word one. ``among`` names a table
-        of candidate entity ids to keep only their rows (scoring no others)."""
+        ``whole`` is 1 for a whole-word hit, 0 for another form or a partial word. ``among``
+        names a table of candidate entity ids to keep only their rows (scoring no others)."""
         params = {f"{key}_clause": clause, f"{key}_factor": self.factor, f"{key}_match": self.match}
         if not self.scored:
             keep = f" WHERE entity_id IN {among}" if among else ""
@@ -118,7 +124,7 @@ class Arm:
         keep = f" AND +{self.entity_sql} IN {among}" if among else ""
         return Sql(
             f"SELECT {self.entity_sql}, :{key}_clause, "
-            f":{key}_factor * {_ARM_TABLES[self.table][1]}, 1 "
+            f":{key}_factor * {_ARM_TABLES[self.table][1]}, {int(self.whole)} "
             f"FROM {self.table} WHERE {self.table} MATCH :{key}_match{keep}",
             params,
         )
@@ -281,26 +287,32 @@ def _recent(vocab: vocabulary.Lookup, query: search.Query, limit: int, types: li
 
 
 def _arms(vocab: vocabulary.Lookup, clause: search.Clause) -> list[Arm]:
-    """The FTS lookups answering one clause: whole words, then partial words at a discount."""
+    """The FTS lookups answering one clause: whole words, then other forms and partial words
+    at a discount."""
     arms: list[Arm] = []
     for term in clause.terms:
         tables = ("entities_fts",) if term.name_only else ("entities_fts", "observations_fts")
         column = "name : " if term.name_only else ""
         whole = search.whole_expression(term)
-        if len(term.words) == 1 and not term.prefix:
-            spellings = vocab.other_spellings(term.words[0])
-            if spellings:
-                whole = search.any_of_expression([term.words[0], *spellings])
-        expressions = [(whole, 1.0, True)]
-        if len(term.words) == 1 and not (term.exact or term.prefix):
-            containing = vocab.words_containing(term.words[0])
+        expressions: list[tuple[str, float, bool, bool]] = []
+        single = len(term.words) == 1 and not term.prefix
+        # a quoted word is that word, however spelt; unquoted, any of its forms too
+        spellings, forms = vocab.variants(term.words[0]) if single else ([], [])
+        if spellings:
+            whole = search.any_of_expression([term.words[0], *spellings])
+        expressions.append((whole, 1.0, True, True))
+        if forms and not term.exact:
+            expressions.append((search.any_of_expression(forms), FORM_FACTOR, True, False))
+        if single and not term.exact:
+            found = {*spellings, *forms}
+            containing = [w for w in vocab.words_containing(term.words[0]) if w not in found]
             if containing:
                 expressions.append(
-                    (search.any_of_expression(containing), PARTIAL_MATCH_FACTOR, False)
+                    (search.any_of_expression(containing), PARTIAL_MATCH_FACTOR, False, False)
                 )
-        for expression, factor, scored in expressions:
+        for expression, factor, scored, is_whole in expressions:
             for table in tables:
-                arms.append(Arm(table, f"{column}({expression})", factor, scored))
+                arms.append(Arm(table, f"{column}({expression})", factor, scored, is_whole))
     return arms
 
 

@@ -164,14 +164,31 @@ class Store:
     Every public method is one transaction (see :class:`~memfts.database.Database`).
     """
 
-    def __init__(self, path: str | os.PathLike[str], limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        limits: Limits | None = None,
+        *,
+        language: str | None = None,
+    ) -> None:
+        """Open (or create) the store at ``path``.
+
+        ``language`` is the one word forms are made in (``MEMFTS_LANGUAGE``, default
+        English; ``none`` for no word forms); every process sharing a file should use the same.
+        """
         self.path = Path(path)
         self.limits = limits or Limits()
+        language = language or os.environ.get("MEMFTS_LANGUAGE") or vocabulary.DEFAULT_LANGUAGE
+        try:
+            self._stems = vocabulary.Stems(language)
+        except ValueError as exc:
+            raise DatabaseOpenError(f"MEMFTS_LANGUAGE: {exc}") from None
         self._db = Database(self.path, busy_timeout_s=self.limits.busy_timeout_s)
         self._write = self._db.write
         self._read = self._db.read
-        self._known_words = vocabulary.KnownWords()
+        self._known_words = vocabulary.KnownWords(self._stems)
         vocabulary.prepare(self._db.conn)
+        vocabulary.sync_stems(self._read, self._write, self._stems)
 
     def close(self, wait_s: float = 30.0) -> None:
         """Close the database (see :meth:`Database.close`); safe to call twice."""
@@ -539,7 +556,7 @@ class Store:
             raise InputTooLargeError(f"depth must be 0, 1 or 2, not {depth}")
         parsed = search.parse(query)
         with self._read() as db:
-            vocab = vocabulary.Lookup(db)
+            vocab = vocabulary.Lookup(db, self._stems)
             found = ranking.rank(vocab, parsed, limit, entity_type)
             ids = found.ids + self._neighbours(db, found.ids, depth, limit)
             by_id = self._entities_by_id(db, ids)

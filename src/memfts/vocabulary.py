@@ -1,10 +1,11 @@
 """The indexed words and what derives from them: reading and writing ``search_terms``.
 
 Every distinct word the indexes hold is a row of ``search_terms`` (sql/001), with its
-spelling key (sql/002). From them a search widens a query word to the indexed words that
-start with or contain it, to other spellings of it, and, for a word nothing holds, to the
-closest indexed word or to two words written together. Document frequencies come from the
-FTS5 vocabularies (``temp.*_vocab``, created per connection by :func:`prepare`).
+spelling key (sql/002) and its stem (sql/003). From them a search widens a query word to the
+indexed words that start with or contain it, to other spellings and other forms of it
+(``renewing`` -> ``renew``), and, for a word nothing holds, to the closest indexed word or to
+two words written together. Document frequencies come from the FTS5 vocabularies
+(``temp.*_vocab``, created per connection by :func:`prepare`).
 
 Connection-bound state lives only in :func:`prepare`; a :class:`Lookup` is made per search
 (its answers are memoised for that search only, since writes change the vocabulary); the
@@ -13,12 +14,18 @@ per-store :class:`KnownWords` cache is shared between threads and locked.
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 
 import apsw
+import Stemmer
 
 from memfts import search
+from memfts.errors import MemftsError
+
+log = logging.getLogger(__name__)
 
 MIN_INFIX_LENGTH = 3
 """Words at least this long also match the start or inside of longer words (``auth`` finds
@@ -37,8 +44,20 @@ bounded lookup."""
 MAX_OTHER_SPELLINGS = 16
 """Cap on the indexed words found through one word's spelling key."""
 
+MAX_WORD_VARIANTS = 32
+"""Cap on the other spellings and forms one query word is widened to."""
+
 KNOWN_WORDS_CACHE = 200_000
 """Most words one store remembers as already in ``search_terms`` (about 15 MB)."""
+
+DEFAULT_LANGUAGE = "english"
+"""The language word forms are made in, unless ``MEMFTS_LANGUAGE`` says otherwise."""
+
+MIN_STEMMED_LENGTH = 3
+"""Shorter words are their own stem (``is``, ``us``, ``go``)."""
+
+STEM_BATCH = 20_000
+"""Words given their stem per transaction when a file is brought up to date."""
 
 
 # ---- per-connection setup --------------------------------------------------------------------
@@ -131,6 +150,91 @@ def typo_budget(word: str) -> int:
     return 1 if len(word) <= 6 else 2
 
 
+# ---- word forms ------------------------------------------------------------------------------
+
+
+class Stems:
+    """Snowball stemming in one language: ``deploying``, ``deploys``, ``deployment`` -> ``deploy``.
+
+    Only words of letters are stemmed (not CJK, not ``k8s`` or ``v2``): a word of another
+    script passes through the stemmer unchanged anyway, and an identifier is not an inflected
+    word. ``none`` turns word forms off. A Snowball stemmer is not safe to share between
+    threads, so each thread gets its own.
+    """
+
+    def __init__(self, language: str = DEFAULT_LANGUAGE) -> None:
+        language = language.strip().lower()
+        if language != "none" and language not in Stemmer.algorithms():
+            raise ValueError(
+                f"{language!r} is not a language memfts can make word forms in; use one of "
+                f"{', '.join(Stemmer.algorithms())}, or none"
+            )
+        self.language = language
+        self._local = threading.local()
+
+    def __call__(self, word: str) -> str:
+        if (
+            self.language == "none"
+            or len(word) < MIN_STEMMED_LENGTH
+            or not word.isalpha()
+            or search.has_cjk(word)
+        ):
+            return word
+        stemmer = getattr(self._local, "stemmer", None)
+        if stemmer is None:
+            stemmer = self._local.stemmer = Stemmer.Stemmer(self.language)
+        return str(stemmer.stemWord(word))
+
+
+Transaction = Callable[[], AbstractContextManager[apsw.Connection]]
+
+
+def sync_stems(read: Transaction, write: Transaction, stems: Stems) -> None:
+    """Give every indexed word its stem in ``stems``' language, if the file lacks any.
+
+    Words recorded before word forms existed, or by a tool other than memfts, have none; a
+    file stemmed in another language is stemmed again. In batches, so that other processes'
+    writes are held up for moments only. A file that cannot be written (read-only) is left as
+    it is: its searches miss the forms of the words without a stem, nothing else.
+    """
+    with read() as db:
+        language = db.execute("SELECT value FROM search_settings WHERE name = 'stem_language'").get
+        missing = db.execute("SELECT 1 FROM search_terms WHERE stem IS NULL LIMIT 1").get
+    if language == stems.language and not missing:
+        return
+    try:
+        if language != stems.language:
+            with write() as db:
+                if language is not None:
+                    log.info("word forms: stemming again, in %s (was %s)", stems.language, language)
+                    db.execute("UPDATE search_terms SET stem = NULL")
+                db.execute(
+                    "INSERT INTO search_settings(name, value) VALUES ('stem_language', :language) "
+                    "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                    {"language": stems.language},
+                )
+        while True:
+            with write() as db:
+                if not stem_missing(db, stems, STEM_BATCH):
+                    break
+    except MemftsError as exc:
+        log.warning("word forms not brought up to date: %s", exc)
+
+
+def stem_missing(db: apsw.Connection, stems: Stems, most: int) -> int:
+    """Stem up to ``most`` words that have no stem, inside the caller's write transaction.
+
+    Returns how many were stemmed."""
+    rows = db.execute(
+        "SELECT id, term FROM search_terms WHERE stem IS NULL LIMIT :most", {"most": most}
+    ).fetchall()
+    db.executemany(
+        "UPDATE search_terms SET stem = :stem WHERE id = :id",
+        ({"stem": stems(str(term)), "id": term_id} for term_id, term in rows),
+    )
+    return len(rows)
+
+
 # ---- writing ---------------------------------------------------------------------------------
 
 
@@ -142,12 +246,14 @@ class KnownWords:
     threads of a store: guarded by a lock.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stems: Stems) -> None:
+        self.stems = stems
         self._words: set[str] = set()
         self._lock = threading.Lock()
 
     def remember(self, db: apsw.Connection, texts: Iterable[str]) -> set[str]:
-        """Record the indexed words of new text, inside the caller's write transaction.
+        """Record the indexed words of new text, with their stems, inside the caller's write
+        transaction (and stem a few words another tool recorded without one).
 
         Returns the words written; pass them to :meth:`learned` once the transaction commits.
         """
@@ -157,9 +263,12 @@ class KnownWords:
         with self._lock:
             words -= self._words
         db.executemany(
-            "INSERT INTO search_terms(term) VALUES (?) ON CONFLICT(term) DO NOTHING",
-            ((w,) for w in words),
+            "INSERT INTO search_terms(term, stem) VALUES (:term, :stem) "
+            "ON CONFLICT(term) DO NOTHING",
+            ({"term": w, "stem": self.stems(w)} for w in words),
         )
+        if words:
+            stem_missing(db, self.stems, 100)
         return words
 
     def learned(self, words: set[str]) -> None:
@@ -178,9 +287,11 @@ class Lookup:
     suggestions, the correction and the snippets); make a new one for every search.
     """
 
-    def __init__(self, db: apsw.Connection) -> None:
+    def __init__(self, db: apsw.Connection, stems: Stems) -> None:
         self.db = db
+        self.stems = stems
         self._spellings: dict[str, list[str]] = {}
+        self._variants: dict[str, tuple[list[str], list[str]]] = {}
         self._containing: dict[str, list[str]] = {}
         self._closest: dict[str, str | None] = {}
         self._frequencies: dict[str, int] = {}
@@ -197,6 +308,27 @@ class Lookup:
                 )
             ]
         return self._spellings[word]
+
+    def variants(self, word: str) -> tuple[list[str], list[str]]:
+        """``(spellings, forms)``: the indexed words spelt like ``word`` (see
+        :meth:`other_spellings`) and those of the same stem (its other forms: ``renewing`` for
+        ``renew``), neither holding ``word`` itself, at most :data:`MAX_WORD_VARIANTS`."""
+        if word not in self._variants:
+            spellings: list[str] = []
+            forms: list[str] = []
+            for term, same_key in self.db.execute(
+                "SELECT term, loose = :key FROM search_terms "
+                "WHERE (loose = :key OR stem = :stem) AND term != :word LIMIT :cap",
+                {
+                    "key": loose_key(word),
+                    "stem": self.stems(word),
+                    "word": word,
+                    "cap": MAX_WORD_VARIANTS,
+                },
+            ):
+                (spellings if same_key else forms).append(term)
+            self._variants[word] = (spellings, forms)
+        return self._variants[word]
 
     def words_containing(self, word: str) -> list[str]:
         """Indexed words that start with or contain ``word`` (not ``word`` itself): those
