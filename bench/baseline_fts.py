@@ -4,7 +4,7 @@
 ``porter unicode61`` tokenizer over name, type and observations; the query's words OR-ed;
 ranked by bm25 with equal column weights. No typo correction, no partial words, no CJK pieces.
 
-``official_search``: the official memory server's ``searchNodes`` (see ``jsonl_baseline.py``):
+``OfficialSearch``: the official memory server's ``searchNodes`` (see ``jsonl_baseline.py``):
 entities whose name, type or any observation contains the whole query as a case-insensitive
 substring, unranked, in file order. The first ``limit`` of them are what a client sees first.
 """
@@ -46,16 +46,22 @@ class NaiveFts:
         return [name for (name,) in rows]
 
 
-def official_search(entities: Sequence[Entity], query: str, limit: int = 10) -> list[str]:
-    q = query.lower()
-    found = []
-    for e in entities:
-        if (
-            q in e.name.lower()
-            or q in e.entityType.lower()
-            or any(q in o.lower() for o in e.observations)
-        ):
-            found.append(e.name)
-            if len(found) == limit:
-                break
-    return found
+class OfficialSearch:
+    def __init__(self, entities: Sequence[Entity]) -> None:
+        # one lowered text per entity; a query holds no newline, so it cannot match across the
+        # joins, and a substring of the joined text is a substring of one field
+        self.texts = [
+            (e.name, "\n".join([e.name, e.entityType, *e.observations]).lower()) for e in entities
+        ]
+
+    def search(self, query: str, limit: int = 10) -> list[str]:
+        q = query.lower()
+        if "\n" in q:
+            return []
+        found = []
+        for name, text in self.texts:
+            if q in text:
+                found.append(name)
+                if len(found) == limit:
+                    break
+        return found

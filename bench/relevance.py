@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import relevance_sets as sets  # noqa: E402
-from baseline_fts import NaiveFts, official_search  # noqa: E402
+from baseline_fts import NaiveFts, OfficialSearch  # noqa: E402
 from memfts import __file__ as memfts_file  # noqa: E402
 from memfts.models import Entity  # noqa: E402
 from memfts.store import Store  # noqa: E402
@@ -106,7 +106,8 @@ def naive_search(fts: NaiveFts, limit: int = sets.LIMIT) -> sets.Search:
 
 
 def official(entities: Sequence[Entity], limit: int = sets.LIMIT) -> sets.Search:
-    return lambda query: official_search(entities, query, limit)
+    index = OfficialSearch(entities)
+    return lambda query: index.search(query, limit)
 
 
 def load_factory(spec: str) -> tuple[str, Factory]:
