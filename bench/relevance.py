@@ -3,6 +3,7 @@
     python bench/relevance.py                      # both, memfts vs naive baseline vs official
     python bench/relevance.py --failures 10        # plus DEV queries whose answer is not first
     python bench/relevance.py --no-generated       # only the hand-written sets (a few seconds)
+    python bench/relevance.py --summary            # plus hit@10 / MRR@10 side by side
     python bench/relevance.py --system fused=my_module:make_search   # add a ranking to compare
     python bench/relevance.py --pool "convert markdown to pdf"       # every system's top 30
 
@@ -161,6 +162,13 @@ def hand_written_scores(
         store.close()
 
 
+def print_summary(scores: Scores) -> None:
+    for split in sets.SPLITS:
+        title = "DEV" if split == "dev" else "HELD-OUT"
+        print(f"\n{title}, hit@10 / MRR@10:\n")
+        print(sets.compact_table({name: by_split[split] for name, by_split in scores.items()}))
+
+
 def print_hand_written(scores: Scores, judged: dict[str, dict[str, float]]) -> None:
     counts = {split: len(sets.queries(split)) for split in sets.SPLITS}
     memory, _ = sets.memory_graph()
@@ -296,6 +304,9 @@ def main() -> None:
     )
     parser.add_argument("--pool", metavar="QUERY", help="print every system's top 30 for QUERY")
     parser.add_argument("--no-generated", action="store_true", help="skip the generated classes")
+    parser.add_argument(
+        "--summary", action="store_true", help="also print hit@10 / MRR@10 side by side"
+    )
     parser.add_argument("--repeat", type=int, default=3, help="runs per generated query (timing)")
     args = parser.parse_args()
 
@@ -316,6 +327,8 @@ def main() -> None:
     results: dict[str, list[sets.Result]] = {}
     scores = hand_written_scores(extra, judged=judged, results=results)
     print_hand_written(scores, judged)
+    if args.summary:
+        print_summary(scores)
     print(f"\n(hand-written sets scored in {time.perf_counter() - t0:.1f} s)")
     if args.failures:
         print_failures(results["memfts"], args.failures)

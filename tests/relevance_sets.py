@@ -263,6 +263,21 @@ def _debian_names() -> set[str]:
     return _DEBIAN_NAMES
 
 
+def compact_table(columns: Mapping[str, Mapping[str, Metrics]]) -> str:
+    """One row per kind and group; "hit@10 / MRR@10" for each system (column)."""
+    systems = list(columns)
+    labels = [label for label in LABELS if label in columns[systems[0]]]
+    lines = [
+        "| kind | n | " + " | ".join(f"{s} hit@10 / MRR" for s in systems) + " |",
+        "|---|---:|" + "---:|" * len(systems),
+    ]
+    for label in labels:
+        cells = [f"{columns[s][label].hit10:.3f} / {columns[s][label].mrr:.3f}" for s in systems]
+        shown = f"**{label}**" if label in GROUPS else label
+        lines.append(f"| {shown} | {columns[systems[0]][label].n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def markdown_table(columns: Mapping[str, Mapping[str, Metrics]]) -> str:
     """One row per kind and group; hit@1, hit@10, MRR@10, nDCG@10 for each system (column)."""
     systems = list(columns)
