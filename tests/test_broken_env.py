@@ -208,7 +208,8 @@ def test_a_full_database_through_the_protocol(tmp_path: Path) -> None:
     disk is full, nothing of the call is stored, and smaller writes still fit afterwards."""
     store = Store(filled_db(tmp_path / "memory.db"))
     pages = store._db.conn.pragma("page_count")
-    store._db.conn.pragma("max_page_count", pages + 8)
+    # a per-connection limit: on every connection, including those of the server's threads
+    store._db.on_connect(lambda conn: conn.pragma("max_page_count", pages + 8))
 
     async def main() -> None:
         async with mcp.Client(build_server(store), mode="legacy") as client:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from memfts.database import Database
 from memfts.errors import StoreBusyError
 from memfts.models import Entity
 from memfts.store import Store
-from workers import RawServer, error_text, memfts_command, server_env
+from workers import ForeignLock, RawServer, error_text, memfts_command, server_env
 
 PROCESSES = 4
 ROUNDS = 20
@@ -262,10 +263,10 @@ def test_a_busy_commit_is_retried_and_past_the_bound_rolled_back(db_path: Path) 
 
         def commit() -> None:
             attempts.append(1)
-            assert not database.conn.get_autocommit(), "the transaction was dropped"
+            assert not conn.get_autocommit(), "the transaction was dropped"
             if len(attempts) <= failures:
                 raise apsw.BusyError("database is locked")
-            database._commit()
+            database._commit(conn)
 
         return commit
 
@@ -276,18 +277,73 @@ def test_a_busy_commit_is_retried_and_past_the_bound_rolled_back(db_path: Path) 
         finally:
             reader.close()
 
+    conn = database.conn
     try:
-        with database._lock:
-            database.conn.execute("BEGIN IMMEDIATE")
-            database.conn.execute(insert, ("kept",))
-            database._retry(flaky_commit(3), keep_open=True)
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(insert, ("kept",))
+        database._retry(conn, flaky_commit(3), keep_open=True)
         assert stored() == ["kept"]
-        with database._lock:
-            database.conn.execute("BEGIN IMMEDIATE")
-            database.conn.execute(insert, ("dropped",))
-            with pytest.raises(StoreBusyError, match="nothing was written"):
-                database._retry(flaky_commit(10**6), keep_open=True)
-            assert database.conn.get_autocommit()
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(insert, ("dropped",))
+        with pytest.raises(StoreBusyError, match="nothing was written"):
+            database._retry(conn, flaky_commit(10**6), keep_open=True)
+        assert conn.get_autocommit()
         assert stored() == ["kept"]
     finally:
         database.close()
+
+
+def test_a_session_reads_its_own_writes_in_the_order_it_sent_them(db_path: Path) -> None:
+    """Store calls run in threads now, so a read could overtake a write sent before it: a
+    session's calls start once its earlier writes have ended, even a write that waits for
+    another process's lock. Another session meanwhile (here another server process, over
+    HTTP another client) is not held up."""
+    env = {"MEMFTS_BUSY_TIMEOUT_S": "30"}
+    with RawServer(db_path, env=env) as server, RawServer(db_path, env=env) as other:
+        server.call_ok("create_entities", {"entities": [{"name": "kept", "entityType": "t"}]})
+        with ForeignLock(db_path) as lock:
+            write = server.send(
+                "tools/call",
+                {
+                    "name": "create_entities",
+                    "arguments": {"entities": [{"name": "queued", "entityType": "t"}]},
+                },
+            )
+            read = server.send("tools/call", {"name": "search_nodes", "arguments": {"query": ""}})
+            time.sleep(0.3)  # the write is waiting for the lock, the read behind it
+            started = time.monotonic()
+            found = other.call_ok("search_nodes", {"query": "kept"})["structuredContent"]
+            assert [e["name"] for e in found["entities"]] == ["kept"]
+            assert time.monotonic() - started < 1.0
+            assert server.responses.empty(), server.responses.get()  # neither answered yet
+            lock.release()
+            assert server.wait(write)["result"]["isError"] is False
+            answer = server.wait(read)["result"]["structuredContent"]
+            assert [e["name"] for e in answer["entities"]] == ["queued", "kept"]
+
+
+def test_sigterm_during_a_waiting_write_exits_at_once(db_path: Path) -> None:
+    """SIGTERM while a write waits for another process's lock: the server stops waiting,
+    closes the store and exits 0 within a moment (it used to wait 5 s on its own lock);
+    the write was never acknowledged and is not stored."""
+    server = RawServer(db_path, env={"MEMFTS_BUSY_TIMEOUT_S": "60"})
+    with server, ForeignLock(db_path) as lock:
+        server.send(
+            "tools/call",
+            {
+                "name": "create_entities",
+                "arguments": {"entities": [{"name": "never", "entityType": "t"}]},
+            },
+        )
+        time.sleep(0.5)
+        started = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=30) == 0
+        assert time.monotonic() - started < 2.5
+        lock.release()
+    store = Store(db_path)
+    try:
+        assert store.read_graph().entities == []
+        assert store.check().ok
+    finally:
+        store.close()

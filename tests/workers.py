@@ -203,3 +203,115 @@ def error_text(result: dict[str, Any]) -> str:
     if "content" in result:
         return " ".join(block.get("text", "") for block in result["content"])
     return str(result.get("error", result))
+
+
+_HOLD_LOCK = """
+import sys, apsw
+conn = apsw.Connection(sys.argv[1])
+conn.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.read()  # until the parent closes our stdin
+conn.execute("ROLLBACK")
+"""
+
+
+class ForeignLock:
+    """The database's write lock held by another OS process (a script left inside a
+    transaction, another program), until :meth:`release` or the end of the ``with``."""
+
+    def __init__(self, db: Path) -> None:
+        import sys
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _HOLD_LOCK, str(db)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if line.strip() != b"locked":
+            self.proc.kill()
+            raise AssertionError(f"the lock holder did not take the lock: {line!r}")
+
+    def release(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            self.proc.wait(timeout=TIMEOUT_S)
+
+    def __enter__(self) -> ForeignLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class HttpSession:
+    """One MCP session over Streamable HTTP, hand-written on ``http.client`` (a keep-alive
+    connection, the SSE answer read whole): cheap enough for a benchmark's many clients."""
+
+    def __init__(self, port: int, token: str | None = None, host: str = "127.0.0.1") -> None:
+        import http.client
+
+        self._http = http.client.HTTPConnection(host, port, timeout=120)
+        self._headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream",
+            **({"Authorization": f"Bearer {token}"} if token else {}),
+        }
+        self._next_id = 0
+        answer = self.request("initialize", INITIALIZE_PARAMS)
+        assert "result" in answer, answer
+        self._post({"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+    def _post(self, message: dict[str, Any]) -> tuple[int, bytes]:
+        import http.client
+
+        body = json.dumps(message, ensure_ascii=False).encode()
+        for attempt in (1, 2):
+            try:
+                self._http.request("POST", "/mcp", body=body, headers=self._headers)
+                response = self._http.getresponse()
+                session = response.getheader("mcp-session-id")
+                if session:
+                    self._headers["Mcp-Session-Id"] = session
+                return response.status, response.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self._http.close()  # the server closed an idle keep-alive connection
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def request(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        self._next_id += 1
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": self._next_id, "method": method}
+        if params is not None:
+            message["params"] = params
+        status, raw = self._post(message)
+        for line in raw.splitlines():  # an SSE stream: the answer is a `data:` line
+            if line.startswith(b"data:") and line[5:].strip():
+                answer: dict[str, Any] = json.loads(line[5:])
+                if answer.get("id") == self._next_id:
+                    return answer
+        if raw.startswith(b"{"):
+            parsed: dict[str, Any] = json.loads(raw)
+            return parsed
+        raise AssertionError(f"HTTP {status} without an answer: {raw[:300]!r}")
+
+    def call(self, tool: str, arguments: Any, timeout: float = TIMEOUT_S) -> dict[str, Any]:
+        answer = self.request("tools/call", {"name": tool, "arguments": arguments})
+        return answer.get("result", answer)
+
+    def call_ok(self, tool: str, arguments: Any) -> dict[str, Any]:
+        result = self.call(tool, arguments)
+        assert result.get("isError") is False, f"{tool} failed: {result}"
+        return result
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> HttpSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -4,9 +4,15 @@ This is the one place that opens the database and the one place that begins and 
 transactions. Writes start with ``BEGIN IMMEDIATE`` so that several processes sharing the
 file queue on the write lock instead of failing with SQLITE_BUSY mid-transaction (a deferred
 read-then-write transaction fails at once, whatever the busy timeout); reads run in a WAL
-snapshot and never block writers. One connection per process, used by one thread at a time
-(``self._lock``): MCP runs sync tools in worker threads, and an APSW connection is not a unit
-of isolation between threads.
+snapshot and never block writers.
+
+One connection per thread: an APSW connection is not a unit of isolation between threads, so
+each thread that uses the database gets its own, opened on first use and set up the same way
+(pragmas, then every function registered with :meth:`Database.on_connect`). Within a process,
+writers take turns on a lock before asking SQLite for its write lock. The MCP transports never
+call the store on their event loop: :meth:`Database.run` runs a call in this database's own
+threads (one for writes, a few for reads), so a write waiting for another process's lock holds
+up no one's reads, and no call holds up the transport.
 
 Where SQLite can still say "database is locked" — taking the write lock, starting a read
 snapshot (during another process's WAL recovery or restart), and ``COMMIT`` — the busy
@@ -18,6 +24,7 @@ SQLite failure inside a transaction is rolled back and turned into an actionable
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import os
@@ -26,10 +33,12 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import apsw
 
@@ -42,14 +51,21 @@ from memfts.errors import (
     ReadOnlyStoreError,
     StorageError,
     StoreBusyError,
+    StoreClosedError,
 )
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-BUSY_HANDLER_MS = 5_000
-"""SQLite's own wait for a lock, per attempt; :meth:`Database._retry` retries past it."""
+BUSY_HANDLER_MS = 250
+"""SQLite's own wait for a lock, per attempt; :meth:`Database._retry` retries past it (and
+between attempts notices that the database is closing, so a shutdown never waits longer)."""
+
+READ_THREADS = 4
+"""Threads :meth:`Database.run` runs reads in (each with its own connection). Writes have one
+thread: SQLite takes one writer at a time anyway, and a write waiting for another process's
+lock then holds up only the writes queued behind it, never a read."""
 
 JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024
 """Bytes the WAL is truncated to after a checkpoint resets it (it is reused, not regrown)."""
@@ -181,38 +197,101 @@ def _check_folder(path: Path) -> None:
         ) from None
 
 
+ConnectionSetup = Callable[[apsw.Connection], None]
+"""A function :meth:`Database.on_connect` runs once on each connection, in its thread."""
+
+
+@dataclass(eq=False)
+class _Handle:
+    """One thread's connection, and what this module tracks about it."""
+
+    conn: apsw.Connection
+    setups_done: int = 0
+    """How many of :attr:`Database._setups` have run on this connection."""
+    wal_pages: int = 0
+    """WAL length after this connection's last commit (see :meth:`Database._upkeep`)."""
+    busy: bool = False
+    """Inside a transaction (or a checkpoint): not to be closed from another thread."""
+
+
 class Database:
-    """One APSW connection to a memfts file, with its schema brought up to date."""
+    """A memfts file: one APSW connection per thread, with its schema brought up to date."""
 
     def __init__(self, path: Path, busy_timeout_s: float = 60.0) -> None:
         self.path = path
         self.busy_timeout_s = busy_timeout_s
-        self._lock = threading.Lock()
+        self._busy_handler_ms = int(min(BUSY_HANDLER_MS, busy_timeout_s * 1000))
+        self._local = threading.local()
+        # guards the fields below; re-entrant so that close() works from a signal handler
+        # that interrupted this thread's own bookkeeping
+        self._state = threading.Condition(threading.RLock())
+        self._handles: list[_Handle] = []
+        self._active = 0
+        self._closing = False
         self._closed = False
-        self._wal_pages = 0
+        self._setups: list[ConnectionSetup] = []
+        self._pools: dict[bool, ThreadPoolExecutor] = {}
+        self._write_lock = threading.Lock()
         self._next_restart = 0.0
         self._restart_backoff = 0.0
-        self._busy_handler_ms = int(min(BUSY_HANDLER_MS, busy_timeout_s * 1000))
-        self.conn = self._connect()
+        _check_folder(self.path)
+        self._handle()  # opens this thread's connection: fails here if the file is unusable
         try:
             self._migrate()
         except BaseException:
-            self.conn.close()
+            self.close(wait_s=0)
             raise
 
+    # ---- connections ---------------------------------------------------------------------
+
+    def on_connect(self, setup: ConnectionSetup) -> None:
+        """Run ``setup(conn)`` once on every connection to this database, in its own thread.
+
+        The seam for what must exist per connection rather than in the file: scalar
+        functions, ``temp`` tables (fts5vocab), tokenizers, per-connection pragmas. It runs
+        on connections opened later when they open, and on those already open before their
+        next transaction starts (outside any transaction). Register at start-up, before the
+        store serves calls. For example::
+
+            db.on_connect(lambda conn: conn.create_scalar_function("f", f, 1, deterministic=True))
+        """
+        with self._state:
+            self._setups.append(setup)
+
+    @property
+    def conn(self) -> apsw.Connection:
+        """This thread's connection, with every :meth:`on_connect` setup applied."""
+        return self._handle().conn
+
+    def _handle(self) -> _Handle:
+        handle: _Handle | None = getattr(self._local, "handle", None)
+        if handle is None:
+            handle = _Handle(self._connect())
+            # our own hook replaces SQLite's autocheckpoint: see _upkeep()
+            handle.conn.set_wal_hook(self._note_wal_pages(handle))
+            with self._state:
+                if self._closed:
+                    handle.conn.close()
+                    raise self._closed_error()
+                self._handles.append(handle)
+            self._local.handle = handle
+        while handle.setups_done < len(self._setups):
+            setup = self._setups[handle.setups_done]
+            setup(handle.conn)
+            handle.setups_done += 1
+        return handle
+
     def _connect(self) -> apsw.Connection:
-        _check_folder(self.path)
         try:
             conn = apsw.Connection(str(self.path))
         except apsw.Error as exc:
             raise self._open_error(exc) from None
-        self.conn = conn
         try:
             conn.set_busy_timeout(self._busy_handler_ms)
             # Refuse a newer file before anything below could change it (WAL switch).
-            self._refuse_newer(self._retry(lambda: conn.pragma("user_version")))
+            self._refuse_newer(self._retry(conn, lambda: conn.pragma("user_version")))
             # Changing the journal mode needs a moment alone with the file: retried like a write.
-            mode = self._retry(lambda: conn.pragma("journal_mode", "wal"))
+            mode = self._retry(conn, lambda: conn.pragma("journal_mode", "wal"))
             if mode != "wal":
                 raise DatabaseOpenError(
                     f"{self.path}: could not switch to WAL mode (got {mode!r}); the file or its "
@@ -224,8 +303,6 @@ class Database:
             conn.pragma("synchronous", "NORMAL")
             conn.pragma("foreign_keys", "ON")
             conn.pragma("journal_size_limit", JOURNAL_SIZE_LIMIT)
-            # our own hook replaces SQLite's autocheckpoint: see _upkeep()
-            conn.set_wal_hook(self._note_wal_pages)
         except apsw.Error as exc:
             conn.close()
             raise self._open_error(exc) from None
@@ -265,13 +342,61 @@ class Database:
                 db.pragma("user_version", version)
                 log.info("applied schema %s to %s", path.name, self.path)
 
+    # ---- off the event loop --------------------------------------------------------------
+
+    async def run(self, call: Callable[..., T], /, *args: Any, writes: bool = False) -> T:
+        """``call(*args)`` in one of this database's threads, awaited without blocking the loop.
+
+        For async code (the MCP transports, a web UI): every store method blocks, on SQLite
+        and on other processes' locks, so none may run on an event loop. Reads run on
+        :data:`READ_THREADS` threads, writes (``writes=True``) on one; each thread keeps its
+        own connection for the life of the database. A call cancelled before it starts never
+        runs; one already running finishes (its transaction is all or nothing either way).
+        """
+        with self._state:
+            if self._closing:
+                raise self._closed_error()
+            pool = self._pools.get(writes)
+            if pool is None:
+                pool = self._pools[writes] = ThreadPoolExecutor(
+                    max_workers=1 if writes else READ_THREADS,
+                    thread_name_prefix="memfts-write" if writes else "memfts-read",
+                )
+        return await asyncio.wrap_future(pool.submit(call, *args))
+
+    # ---- transactions --------------------------------------------------------------------
+
+    @contextmanager
+    def _in_use(self) -> Iterator[_Handle]:
+        """This thread's connection, marked busy so that :meth:`close` leaves it alone."""
+        with self._state:
+            if self._closing:
+                raise self._closed_error()
+            self._active += 1  # close() now waits for this call before closing connections
+        handle: _Handle | None = None
+        try:
+            handle = self._handle()
+            handle.busy = True
+            yield handle
+        finally:
+            with self._state:
+                if handle is not None:
+                    handle.busy = False
+                self._active -= 1
+                self._state.notify_all()
+
     @contextmanager
     def write(self) -> Iterator[apsw.Connection]:
         """One write transaction, taken with ``BEGIN IMMEDIATE`` and retried while busy."""
-        with self._lock:
-            self._retry(lambda: self.conn.execute("BEGIN IMMEDIATE"))
-            yield from self._finish(writing=True)
-            self._upkeep()
+        with self._in_use() as handle:
+            self._take_write_lock()
+            try:
+                conn = handle.conn
+                self._retry(conn, lambda: conn.execute("BEGIN IMMEDIATE"))
+                yield from self._finish(conn, writing=True)
+                self._upkeep(handle)
+            finally:
+                self._write_lock.release()
 
     @contextmanager
     def read(self) -> Iterator[apsw.Connection]:
@@ -280,37 +405,56 @@ class Database:
         The snapshot is taken here (by a first read), not lazily by the caller's first query,
         so that a busy reply while it is taken is retried like any other.
         """
-        with self._lock:
-            self._retry(self._begin_read)
-            yield from self._finish(writing=False)
+        with self._in_use() as handle:
+            conn = handle.conn
+            self._retry(conn, lambda: conn.execute("BEGIN; SELECT 1 FROM sqlite_schema LIMIT 1"))
+            yield from self._finish(conn, writing=False)
 
-    def _note_wal_pages(self, conn: apsw.Connection, name: str, pages: int) -> int:
-        """WAL hook, run by SQLite after each commit: remember how long the WAL is."""
-        self._wal_pages = pages
-        return apsw.SQLITE_OK
+    def _take_write_lock(self) -> None:
+        """This process's turn to write: one writer thread at a time asks SQLite for the lock
+        (they would only poll each other's lock through SQLite's busy handler)."""
+        deadline = time.monotonic() + self.busy_timeout_s
+        while not self._write_lock.acquire(timeout=self._busy_handler_ms / 1000):
+            if self._closing:
+                raise self._closed_error()
+            if time.monotonic() >= deadline:
+                raise StoreBusyError(
+                    f"the memory store {self.path} stayed busy with this process's other "
+                    f"writes for {self.busy_timeout_s:g} s (MEMFTS_BUSY_TIMEOUT_S); nothing "
+                    "was written, try again"
+                )
 
-    def _upkeep(self) -> None:
+    def _note_wal_pages(self, handle: _Handle) -> Callable[[apsw.Connection, str, int], int]:
+        def hook(conn: apsw.Connection, name: str, pages: int) -> int:
+            """WAL hook, run by SQLite after each commit: remember how long the WAL is."""
+            handle.wal_pages = pages
+            return apsw.SQLITE_OK
+
+        return hook
+
+    def _upkeep(self, handle: _Handle) -> None:
         """Keep the WAL bounded, after a committed write (whose data is safe whatever happens).
 
         Up to ``WAL_RESTART_PAGES``, passive checkpoints as SQLite's autocheckpoint would do;
         past it, a RESTART checkpoint (see there). A busy or failed checkpoint is only logged:
         a later commit tries again.
         """
-        pages, self._wal_pages = self._wal_pages, 0
+        pages, handle.wal_pages = handle.wal_pages, 0
         if pages < WAL_AUTOCHECKPOINT_PAGES:
             return
+        conn = handle.conn
         try:
             if pages < WAL_RESTART_PAGES:
-                self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
                 return
             now = time.monotonic()
             if now < self._next_restart:
                 return
-            self.conn.set_busy_timeout(WAL_RESTART_WAIT_MS)
+            conn.set_busy_timeout(WAL_RESTART_WAIT_MS)
             try:
-                busy, frames, _ = self.conn.execute("PRAGMA wal_checkpoint(RESTART)").get
+                busy, frames, _ = conn.execute("PRAGMA wal_checkpoint(RESTART)").get
             finally:
-                self.conn.set_busy_timeout(self._busy_handler_ms)
+                conn.set_busy_timeout(self._busy_handler_ms)
             if not busy:
                 self._restart_backoff = 0.0
             elif frames >= 0:  # it got the lock but readers stayed: back off
@@ -321,15 +465,15 @@ class Database:
         except apsw.Error as exc:
             log.info("checkpoint of %s skipped: %s", self.path, exc)
 
-    def _begin_read(self) -> None:
-        self.conn.execute("BEGIN; SELECT 1 FROM sqlite_schema LIMIT 1")
-
-    def _retry(self, action: Callable[[], T], *, keep_open: bool = False) -> T:
+    def _retry(
+        self, conn: apsw.Connection, action: Callable[[], T], *, keep_open: bool = False
+    ) -> T:
         """Run ``action`` until SQLite stops answering busy, for at most ``busy_timeout_s``.
 
         The busy handler has already waited inside each attempt. A busy ``BEGIN`` (or first
         read) leaves no transaction behind; a busy ``COMMIT`` keeps its transaction open to be
-        tried again (``keep_open``). Past the bound, the transaction is rolled back.
+        tried again (``keep_open``). Past the bound, or once the database is closing, the
+        transaction is rolled back.
         """
         deadline = time.monotonic() + self.busy_timeout_s
         delay = 0.002
@@ -337,9 +481,12 @@ class Database:
             try:
                 return action()
             except apsw.BusyError:
-                if not keep_open or time.monotonic() >= deadline:
-                    self._rollback()
-                if time.monotonic() >= deadline:
+                late = time.monotonic() >= deadline
+                if not keep_open or late or self._closing:
+                    self._rollback(conn)
+                if self._closing:
+                    raise self._closed_error() from None
+                if late:
                     raise StoreBusyError(
                         f"the memory store {self.path} stayed locked by other processes for "
                         f"{self.busy_timeout_s:g} s (MEMFTS_BUSY_TIMEOUT_S); nothing was "
@@ -349,24 +496,24 @@ class Database:
                 time.sleep(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 2, 0.1)
             except apsw.Error as exc:
-                error = self._storage_error(exc)
+                error = self._storage_error(conn, exc)
                 if error is None:
                     raise
                 raise error from exc
 
-    def _finish(self, *, writing: bool) -> Iterator[apsw.Connection]:
+    def _finish(self, conn: apsw.Connection, *, writing: bool) -> Iterator[apsw.Connection]:
         """Hand the open transaction to the caller, then commit it or roll it back."""
         try:
-            yield self.conn
+            yield conn
         except apsw.Error as exc:
-            error = self._storage_error(exc)
+            error = self._storage_error(conn, exc)
             if error is None:
                 raise
             raise error from exc
         except BaseException:
-            self._rollback()
+            self._rollback(conn)
             raise
-        if self.conn.get_autocommit():
+        if conn.get_autocommit():
             # SQLite rolled the transaction back by itself after an error the caller caught
             # (full disk, I/O error): for a write, never pretend the data is stored.
             if writing:
@@ -375,44 +522,54 @@ class Database:
                     "try again"
                 )
             return
-        self._retry(self._commit, keep_open=True)
+        self._retry(conn, lambda: self._commit(conn), keep_open=True)
 
-    def _commit(self) -> None:
+    def _commit(self, conn: apsw.Connection) -> None:
         try:
-            self.conn.execute("COMMIT")
+            conn.execute("COMMIT")
         except apsw.BusyError:
-            if self.conn.get_autocommit():
+            if conn.get_autocommit():
                 raise StoreBusyError(
                     f"the memory store {self.path} was busy at commit and the write was rolled "
                     "back; nothing was written, try again"
                 ) from None
             raise  # still open: _retry tries the COMMIT again
 
-    def _storage_error(self, exc: apsw.Error) -> MemftsError | None:
+    def _storage_error(self, conn: apsw.Connection, exc: apsw.Error) -> MemftsError | None:
         """Roll back, then name what went wrong (read errno first: the rollback may reset it)."""
-        os_errno = self.conn.system_errno
-        self._rollback()
+        os_errno = conn.system_errno
+        self._rollback(conn)
+        if isinstance(exc, apsw.InterruptError) and self._closing:
+            return self._closed_error()
         return storage_error(exc, self.path, os_errno)
 
-    def _rollback(self) -> None:
+    def _rollback(self, conn: apsw.Connection) -> None:
         """End the open transaction, if any, without hiding the error that ended it."""
-        if self.conn.get_autocommit():
+        if conn.get_autocommit():
             return
         try:
-            self.conn.execute("ROLLBACK")
+            conn.execute("ROLLBACK")
         except apsw.Error as exc:
             log.warning("rollback of %s failed: %s", self.path, exc)
+
+    def _closed_error(self) -> StoreClosedError:
+        return StoreClosedError(
+            f"the memory store {self.path} is closing (memfts is shutting down); nothing was "
+            "written, try again once it is back"
+        )
+
+    # ---- upkeep --------------------------------------------------------------------------
 
     def checkpoint(self, mode: str = "PASSIVE") -> tuple[int, int, int]:
         """Copy the WAL back into the database file (``TRUNCATE`` also empties the WAL).
 
         Returns SQLite's ``(busy, wal_frames, checkpointed_frames)``.
         """
-        with self._lock:
+        with self._in_use() as handle:
             try:
-                row = self.conn.execute(f"PRAGMA wal_checkpoint({mode})").get
+                row = handle.conn.execute(f"PRAGMA wal_checkpoint({mode})").get
             except apsw.Error as exc:
-                error = storage_error(exc, self.path, self.conn.system_errno)
+                error = storage_error(exc, self.path, handle.conn.system_errno)
                 if error is None:
                     raise
                 raise error from exc
@@ -421,32 +578,50 @@ class Database:
 
     def vacuum(self) -> None:
         """Rewrite the file without free pages."""
-        with self._lock:
-            self._retry(lambda: self.conn.execute("VACUUM"))
+        with self._in_use() as handle:
+            conn = handle.conn
+            self._retry(conn, lambda: conn.execute("VACUUM"))
 
     def close(self, wait_s: float = 30.0) -> None:
-        """Close the connection, folding the WAL back into the database if no one else reads it.
+        """Close every connection, folding the WAL back into the file if no one else reads it.
 
-        The last connection to close also deletes the WAL; if other processes still have the
-        file open, a passive checkpoint copies what it can without waiting for them. A call
-        in progress finishes first (up to ``wait_s``); safe to call twice, and from a signal
-        handler: if the lock cannot be had, the file is left to SQLite's recovery, which
-        loses no committed write.
+        New calls are refused from now on, and calls waiting for a lock give up (nothing
+        written). Calls in progress get ``wait_s`` to finish; past that they are interrupted
+        (rolled back). The last connection to close also deletes the WAL; if other processes
+        still have the file open, a passive checkpoint copies what it can without waiting for
+        them. Safe to call twice, and from a signal handler: a connection still in use is
+        left to SQLite's recovery, which loses no committed write.
         """
-        if not self._lock.acquire(timeout=wait_s):
+        with self._state:
+            if self._closed:
+                return
+            self._closing = True
+            pools, self._pools = list(self._pools.values()), {}
+            deadline = time.monotonic() + wait_s
+            while self._active and (left := deadline - time.monotonic()) > 0:
+                self._state.wait(left)
+            if self._active:
+                for handle in self._handles:
+                    if handle.busy:
+                        handle.conn.interrupt()
+                self._state.wait_for(lambda: not self._active, timeout=1.0)
+            self._closed = True
+            handles, self._handles = self._handles, []
+        for pool in pools:
+            pool.shutdown(wait=False, cancel_futures=True)
+        idle = [h for h in handles if not h.busy]
+        if len(idle) < len(handles):
             log.warning(
                 "closing %s: a call is still running; leaving the WAL for recovery", self.path
             )
-            return
-        try:
-            if self._closed:
-                return
-            self._closed = True
+        for i, handle in enumerate(idle):
+            if i == 0:
+                try:  # a busy checkpoint is fine: the next closer does it
+                    handle.conn.set_busy_timeout(0)
+                    handle.conn.pragma("wal_checkpoint(PASSIVE)")
+                except apsw.Error as exc:
+                    log.debug("checkpoint on close skipped: %s", exc)
             try:
-                self.conn.set_busy_timeout(0)
-                self.conn.pragma("wal_checkpoint(PASSIVE)")
-            except apsw.Error as exc:  # a busy checkpoint is fine: the next closer does it
-                log.debug("checkpoint on close skipped: %s", exc)
-            self.conn.close()
-        finally:
-            self._lock.release()
+                handle.conn.close()
+            except apsw.Error as exc:
+                log.warning("closing a connection to %s failed: %s", self.path, exc)

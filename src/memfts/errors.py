@@ -23,6 +23,10 @@ class StoreBusyError(MemftsError):
     """Other processes held the write lock for longer than the configured bound."""
 
 
+class StoreClosedError(MemftsError):
+    """The store is closing (the server is shutting down): the call was not run, or rolled back."""
+
+
 class DatabaseOpenError(MemftsError):
     """The database file cannot be opened or used as a memfts store."""
 

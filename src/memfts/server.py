@@ -7,9 +7,11 @@ text block) match ``@modelcontextprotocol/server-memory``, so switching is one c
 
 # no `from __future__ import annotations`: MCP evaluates tool signatures, which use locals
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Annotated, Any, TypeVar
 
+import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.types import (
@@ -113,17 +115,63 @@ def _graph_result(graph: KnowledgeGraph | GraphPage | SearchResult) -> CallToolR
     return _result(dump(graph), graph)
 
 
-def _run(call: Callable[..., T], *args: Any) -> T:
-    """Call the store; a :class:`MemftsError` becomes a tool error the model can read."""
+async def _run(store: Store, call: Callable[..., T], *args: Any, writes: bool = False) -> T:
+    """Call the store in its threads, off the event loop (a call may wait seconds for another
+    process's lock); a :class:`MemftsError` becomes a tool error the model can read."""
     try:
-        return call(*args)
+        return await store.run(call, *args, writes=writes)
     except MemftsError as exc:
         raise ToolError(str(exc)) from exc
 
 
+class _SessionOrder:
+    """Within one MCP session, a call starts once every write the session sent before it has
+    ended, so a client that sends a write and then a read without waiting for the answer (a
+    piped batch, parallel tool calls) reads what it wrote. Other sessions never wait: while
+    one client's write waits for a lock, everyone else's calls go on."""
+
+    def __init__(self) -> None:
+        self._last_write: dict[int, anyio.Event] = {}
+        """Per client connection (by id; it is alive while it has a call in progress): the end
+        of its latest write."""
+
+    @asynccontextmanager
+    async def turn(self, connection: object, *, writes: bool) -> AsyncIterator[None]:
+        if connection is None:  # nothing to order by
+            yield
+            return
+        key = id(connection)
+        previous = self._last_write.get(key)
+        done = None
+        if writes:
+            done = self._last_write[key] = anyio.Event()
+        try:
+            if previous is not None:
+                await previous.wait()
+            yield
+        finally:
+            if done is not None:
+                done.set()
+                if self._last_write.get(key) is done:
+                    del self._last_write[key]
+
+
+def _connection_of(context: Any) -> object:
+    """The client connection a tool call came on: the SDK makes a session object per request
+    but keeps one connection per client (one per request on the stateless 2026-07-28
+    protocol, whose requests are independent by design). None if the SDK hides it."""
+    session = getattr(getattr(context, "request_context", None), "session", None)
+    return getattr(session, "_connection", None)
+
+
 class _Server(MCPServer):
     """The SDK's server, speaking as the official server does: tool errors in its words, and
-    input schemas written out inline (some clients do not follow ``$ref``)."""
+    input schemas written out inline (some clients do not follow ``$ref``); calls of one
+    session in the order they were sent (see :class:`_SessionOrder`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._session_order = _SessionOrder()
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
         """Tool errors worded as the official server words them.
@@ -134,10 +182,13 @@ class _Server(MCPServer):
         fail the schema, and "Tool <name> not found" for an unknown tool. A crash keeps the
         SDK's bare "Error executing tool <name>": its text stays in the server's log.
         """
-        if self._tool_manager.get_tool(name) is None:
+        tool = self._tool_manager.get_tool(name)
+        if tool is None:
             raise ToolError(f"Tool {name} not found")
+        writes = not (tool.annotations and tool.annotations.read_only_hint)
         try:
-            return await super().call_tool(name, arguments, context)
+            async with self._session_order.turn(_connection_of(context), writes=writes):
+                return await super().call_tool(name, arguments, context)
         except UnexpectedToolError:
             raise
         except ToolError as exc:
@@ -212,7 +263,7 @@ def build_server(store: Store) -> MCPServer:
         annotations=WRITE,
     )
     async def create_entities(entities: list[Entity]) -> Annotated[CallToolResult, CreatedEntities]:
-        created = _run(store.create_entities, entities)
+        created = await _run(store, store.create_entities, entities, writes=True)
         result = CreatedEntities(entities=created)
         return _result(result.model_dump(mode="json")["entities"], result)
 
@@ -225,7 +276,7 @@ def build_server(store: Store) -> MCPServer:
     async def create_relations(
         relations: list[Relation],
     ) -> Annotated[CallToolResult, CreatedRelations]:
-        created = _run(store.create_relations, relations)
+        created = await _run(store, store.create_relations, relations, writes=True)
         result = CreatedRelations(relations=created)
         return _result(result.model_dump(mode="json", by_alias=True)["relations"], result)
 
@@ -237,7 +288,7 @@ def build_server(store: Store) -> MCPServer:
     async def add_observations(
         observations: list[ObservationAddition],
     ) -> Annotated[CallToolResult, AddedObservationsResult]:
-        added = _run(store.add_observations, observations)
+        added = await _run(store, store.add_observations, observations, writes=True)
         result = AddedObservationsResult(results=added)
         return _result(result.model_dump(mode="json")["results"], result)
 
@@ -250,7 +301,7 @@ def build_server(store: Store) -> MCPServer:
     async def delete_entities(
         entityNames: Annotated[list[Text], Field(description="An array of entity names to delete")],
     ) -> Annotated[CallToolResult, DeleteResult]:
-        deleted, not_found = _run(store.delete_entities, entityNames)
+        deleted, not_found = await _run(store, store.delete_entities, entityNames, writes=True)
         message = (
             "Entities deleted successfully"
             if not not_found
@@ -267,7 +318,7 @@ def build_server(store: Store) -> MCPServer:
     async def delete_observations(
         deletions: list[ObservationDeletion],
     ) -> Annotated[CallToolResult, DeleteResult]:
-        count, missing = _run(store.delete_observations, deletions)
+        count, missing = await _run(store, store.delete_observations, deletions, writes=True)
         requested = sum(len(d.observations) for d in deletions)
         message = (
             "Observations deleted successfully"
@@ -285,7 +336,7 @@ def build_server(store: Store) -> MCPServer:
     async def delete_relations(
         relations: Annotated[list[Relation], Field(description="An array of relations to delete")],
     ) -> Annotated[CallToolResult, DeleteResult]:
-        count = _run(store.delete_relations, relations)
+        count = await _run(store, store.delete_relations, relations, writes=True)
         message = (
             "Relations deleted successfully"
             if count == len(relations)
@@ -318,7 +369,8 @@ def build_server(store: Store) -> MCPServer:
         request = GraphRequest(
             tool="read_graph", limit=limit, cursor=cursor, max_observations=maxObservations
         )
-        return _graph_result(_run(graph_page, request))
+        # a big graph takes a while to turn into JSON: that, too, in the store's threads
+        return await _run(store, lambda: _graph_result(graph_page(request)))
 
     # a store configured for fewer results than the usual 20 answers calls that give no limit
     default_limit = min(20, store.limits.max_search_limit)
@@ -387,7 +439,7 @@ def build_server(store: Store) -> MCPServer:
             )
             return results.search_page(result, offset, arguments, budget)
 
-        return _graph_result(_run(search_page))
+        return await _run(store, lambda: _graph_result(search_page()))
 
     @mcp.tool(
         title="Open Nodes",
@@ -407,7 +459,7 @@ def build_server(store: Store) -> MCPServer:
             cursor=cursor,
             max_observations=maxObservations,
         )
-        return _graph_result(_run(graph_page, request))
+        return await _run(store, lambda: _graph_result(graph_page(request)))
 
     @mcp.resource(
         GRAPH_URI,
@@ -417,6 +469,8 @@ def build_server(store: Store) -> MCPServer:
         mime_type="application/json",
     )
     async def knowledge_graph() -> str:
-        return official_json(store.read_graph().model_dump(mode="json", by_alias=True))
+        return await store.run(
+            lambda: official_json(store.read_graph().model_dump(mode="json", by_alias=True))
+        )
 
     return mcp

@@ -11,11 +11,11 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from textwrap import dedent
-from typing import cast
+from typing import Any, TypeVar, cast
 
 import apsw
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -63,6 +63,8 @@ from memfts.models import (
 )
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -187,8 +189,13 @@ class Store:
         self._write = self._db.write
         self._read = self._db.read
         self._known_words = vocabulary.KnownWords(self._stems)
-        vocabulary.prepare(self._db.conn)
+        self._db.on_connect(vocabulary.prepare)
         vocabulary.sync_stems(self._read, self._write, self._stems)
+
+    async def run(self, call: Callable[..., T], /, *args: Any, writes: bool = False) -> T:
+        """``call(*args)`` (a method of this store) in the store's threads, off the event loop;
+        ``writes=True`` for calls that write. See :meth:`Database.run`."""
+        return await self._db.run(call, *args, writes=writes)
 
     def close(self, wait_s: float = 30.0) -> None:
         """Close the database (see :meth:`Database.close`); safe to call twice."""
