@@ -347,3 +347,18 @@ def test_sigterm_during_a_waiting_write_exits_at_once(db_path: Path) -> None:
         assert store.check().ok
     finally:
         store.close()
+
+
+def test_connections_of_threads_that_ended_are_closed(db_path: Path) -> None:
+    """Each thread gets its own connection; when threads come and go (a pool's idle threads
+    expire), the connections of those that ended are closed, not kept open for ever."""
+    store = Store(db_path)
+    try:
+        for _ in range(20):
+            worker = threading.Thread(target=store.stats)
+            worker.start()
+            worker.join()
+        store.stats()
+        assert len(store._db._handles) <= 2  # this thread's, and the last worker's
+    finally:
+        store.close()

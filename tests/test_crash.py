@@ -150,8 +150,8 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_write(tmp_path: Path) -
             )
     assert len(acknowledged) > 20, f"seed {seed}: too few writes got through to prove anything"
 
-    # a real server restarted on the file serves all of it (in one answer: no page budget)
-    with RawServer(db, env={"MEMFTS_MAX_RESULT_CHARS": "0"}) as server:
+    # a real server restarted on the file serves all of it
+    with RawServer(db) as server:
         names = {e["name"] for e in server.graph()["entities"]}
     for tool, arguments in acknowledged:
         if tool == "create_entities":

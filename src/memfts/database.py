@@ -206,6 +206,7 @@ class _Handle:
     """One thread's connection, and what this module tracks about it."""
 
     conn: apsw.Connection
+    thread: threading.Thread
     setups_done: int = 0
     """How many of :attr:`Database._setups` have run on this connection."""
     wal_pages: int = 0
@@ -266,14 +267,18 @@ class Database:
     def _handle(self) -> _Handle:
         handle: _Handle | None = getattr(self._local, "handle", None)
         if handle is None:
-            handle = _Handle(self._connect())
+            handle = _Handle(self._connect(), threading.current_thread())
             # our own hook replaces SQLite's autocheckpoint: see _upkeep()
             handle.conn.set_wal_hook(self._note_wal_pages(handle))
             with self._state:
                 if self._closed:
                     handle.conn.close()
                     raise self._closed_error()
-                self._handles.append(handle)
+                # threads come and go (a pool's idle threads expire): close their connections
+                gone = [h for h in self._handles if not h.thread.is_alive() and not h.busy]
+                self._handles = [h for h in self._handles if h not in gone] + [handle]
+            for old in gone:
+                old.conn.close()
             self._local.handle = handle
         while handle.setups_done < len(self._setups):
             setup = self._setups[handle.setups_done]
