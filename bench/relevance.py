@@ -6,6 +6,7 @@
     python bench/relevance.py --summary            # plus hit@10 / MRR@10 side by side
     python bench/relevance.py --system fused=my_module:make_search   # add a ranking to compare
     python bench/relevance.py --pool "convert markdown to pdf"       # every system's top 30
+    python bench/relevance.py --unjudged           # DEV results nobody judged yet
 
 **Hand-written sets** (``tests/relevance_sets.py``, see bench/RELEVANCE.md): for each split (DEV,
 then HELD-OUT) and each system, hit@1, hit@10, MRR@10 and nDCG@10 per kind of query and per
@@ -185,6 +186,17 @@ def print_hand_written(scores: Scores, judged: dict[str, dict[str, float]]) -> N
         print(f"\njudged@10: {shares}")
 
 
+def print_unjudged(results: Mapping[str, Sequence[sets.Result]]) -> None:
+    """DEV queries whose top 10 holds entities nobody judged, per system: what to judge next."""
+    rejected = sets.nonrelevant()
+    print("\nUnjudged entities in the top 10 of DEV queries (judge them, see RELEVANCE.md):")
+    for system, system_results in results.items():
+        for r in system_results:
+            names = sets.unjudged(r, rejected)
+            if names:
+                print(f"- {system}: {r.query.kind}: {r.query.text!r}: {names}")
+
+
 def print_failures(results: Sequence[sets.Result], limit: int) -> None:
     print(f"\nDEV queries whose answer memfts does not rank first (up to {limit} per kind):")
     shown: dict[str, int] = {}
@@ -303,6 +315,11 @@ def main() -> None:
         help="another ranking to score beside memfts (repeatable)",
     )
     parser.add_argument("--pool", metavar="QUERY", help="print every system's top 30 for QUERY")
+    parser.add_argument(
+        "--unjudged",
+        action="store_true",
+        help="list DEV queries whose top 10 holds entities nobody judged (when judged@10 < 1)",
+    )
     parser.add_argument("--no-generated", action="store_true", help="skip the generated classes")
     parser.add_argument(
         "--summary", action="store_true", help="also print hit@10 / MRR@10 side by side"
@@ -332,6 +349,8 @@ def main() -> None:
     print(f"\n(hand-written sets scored in {time.perf_counter() - t0:.1f} s)")
     if args.failures:
         print_failures(results["memfts"], args.failures)
+    if args.unjudged:
+        print_unjudged(results)
     if not args.no_generated:
         print_generated(args.repeat, args.failures)
 

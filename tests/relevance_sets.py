@@ -238,20 +238,27 @@ def scores(results: Sequence[Result]) -> dict[str, Metrics]:
     return {label: metrics(label, groups[label]) for label in LABELS if groups[label]}
 
 
-def judged_share(results: Sequence[Result], judged_not: Mapping[str, frozenset[str]]) -> float:
-    """Share of returned entities whose relevance was judged (an answer or read and rejected).
+def unjudged(result: Result, judged_not: Mapping[str, frozenset[str]]) -> list[str]:
+    """Returned entities nobody judged for this query (neither an answer nor read and rejected).
 
     An entity of the other corpus counts as judged: it never answers (see the module doc).
     """
     debian = _debian_names()
-    total = judged = 0
-    for r in results:
-        rejected = judged_not.get(r.query.id, frozenset())
-        for name in r.returned:
-            total += 1
-            other_corpus = (name in debian) != (r.query.kind == NEEDS)
-            judged += name in r.query.grades or name in rejected or other_corpus
-    return judged / total if total else 1.0
+    rejected = judged_not.get(result.query.id, frozenset())
+    return [
+        name
+        for name in result.returned
+        if name not in result.query.grades
+        and name not in rejected
+        and (name in debian) == (result.query.kind == NEEDS)
+    ]
+
+
+def judged_share(results: Sequence[Result], judged_not: Mapping[str, frozenset[str]]) -> float:
+    """Share of returned entities whose relevance was judged (see :func:`unjudged`)."""
+    total = sum(len(r.returned) for r in results)
+    missing = sum(len(unjudged(r, judged_not)) for r in results)
+    return 1.0 - missing / total if total else 1.0
 
 
 _DEBIAN_NAMES: set[str] = set()
