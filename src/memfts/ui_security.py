@@ -12,7 +12,8 @@ The rules of ``serve --http`` (:mod:`memfts.http`), plus what a page in a browse
 - **Writes**: POST only, from a page of this server (Origin and Sec-Fetch-Site checked when
   the browser sends them), carrying the page's CSRF token; anything else is 403.
 - **Every response**: a Content-Security-Policy allowing only this server's own script and
-  style (no inline script: text from the database can never run), no framing, no referrer.
+  style (no inline script: text from the database can never run), no framing, and no
+  referrer sent to other sites.
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ SECURITY_HEADERS = {
     "frame-ancestors 'none'",
     "x-content-type-options": "nosniff",
     "x-frame-options": "DENY",
-    "referrer-policy": "no-referrer",
+    # same-origin, not no-referrer: under no-referrer a browser sends "Origin: null" with the
+    # page's own forms, and the Origin check would refuse them
+    "referrer-policy": "same-origin",
     "cache-control": "no-store",
 }
 
