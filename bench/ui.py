@@ -83,9 +83,10 @@ class Ui:
         timing = re.search(r"store;dur=([\d.]+)", response.getheader("server-timing") or "")
         return wall, float(timing.group(1)) if timing else 0.0, response.status, text
 
-    def csrf(self) -> str:
-        found = re.search(r'name="csrf" value="([^"]+)"', self.request("GET", "/duplicates")[3])
-        assert found, "no CSRF token on the duplicates page"
+    def csrf(self, entity: str) -> str:
+        page = self.request("GET", "/entity?" + urlencode({"name": entity}))[3]
+        found = re.search(r'name="csrf" value="([^"]+)"', page)
+        assert found, "no CSRF token on the entity page"
         return found.group(1)
 
     def close(self) -> None:
@@ -123,7 +124,8 @@ def main() -> None:
     del entities
     conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
     hub = conn.execute(
-        "SELECT from_name FROM relations GROUP BY from_name ORDER BY count(*) DESC LIMIT 1"
+        "SELECT name FROM (SELECT from_name AS name FROM relations "
+        "UNION ALL SELECT to_name FROM relations) GROUP BY name ORDER BY count(*) DESC LIMIT 1"
     ).get
     hub_relations = conn.execute(
         "SELECT count(*) FROM relations WHERE from_name = ?1 OR to_name = ?1", (hub,)
@@ -182,7 +184,7 @@ def main() -> None:
         shutil.copyfile(path, copy)
         ui = Ui(copy)
         try:
-            token = ui.csrf()
+            token = ui.csrf(typical)
             second = queries["rare"][0]
             conn = apsw.Connection(str(copy), flags=apsw.SQLITE_OPEN_READONLY)
             other = conn.execute(

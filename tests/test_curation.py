@@ -411,9 +411,16 @@ def test_neighbourhood_depths_cap_and_missing_ends(store: Store) -> None:
     m0 = next(n for n in two.nodes if n.name == "m0")
     assert (m0.depth, m0.parent, m0.entityType) == (2, "n0", None)
     assert len(two.nodes) == 21
+    # capped at depth 2: the first ring takes half the room (7), the second the rest
     capped = store.neighbourhood("hub", depth=2, max_nodes=15)
-    assert len(capped.nodes) == 15 and capped.left_out == 6
-    assert store.neighbourhood("m3", depth=1).nodes[1].name == "n3"
+    assert [n.depth for n in capped.nodes] == [0] + [1] * 7 + [2] * 7
+    assert capped.left_out == 3  # n7, n8, n9
+    # a second ring with little to show gives its room back to the first
+    store.delete_relations([R(f"n{i}", f"m{i}", "has") for i in range(1, 10)])
+    backfilled = store.neighbourhood("hub", depth=2, max_nodes=8)
+    assert [n.depth for n in backfilled.nodes] == [0] + [1] * 6 + [2]
+    assert backfilled.left_out == 4
+    assert store.neighbourhood("m0", depth=1).nodes[1].name == "n0"  # no entity, a centre
     with pytest.raises(InvalidInputError):
         store.neighbourhood("hub", depth=3)
 

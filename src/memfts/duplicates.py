@@ -21,6 +21,9 @@ _LETTERS = str.maketrans(
 _WORD = re.compile(r"[^\W_]+")
 """Runs of letters and digits: punctuation, underscores and spaces all separate words."""
 
+_ASCII_WORD = re.compile(r"[a-z0-9]+")
+""":data:`_WORD` for a lower-cased ASCII name (most names): no Unicode work needed."""
+
 _SIBILANT = ("s", "x", "z", "ch", "sh")
 
 
@@ -43,9 +46,11 @@ def _singular(word: str) -> str:
 def name_key(name: str) -> str:
     """The same string for names that differ only by case, accents, punctuation, spacing or a
     plural ending (of the last word, when it is made of letters)."""
-    text = unicodedata.normalize("NFKD", name.casefold()).translate(_LETTERS)
-    text = "".join(c for c in text if not unicodedata.combining(c))
-    words = _WORD.findall(text)
+    if name.isascii():  # a third of the time of the general path, on 63k names
+        words = _ASCII_WORD.findall(name.lower())
+    else:
+        text = unicodedata.normalize("NFKD", name.casefold()).translate(_LETTERS)
+        words = _WORD.findall("".join(c for c in text if not unicodedata.combining(c)))
     if not words:  # only punctuation: such names meet only their case variants
         return name.casefold()
     joined = "".join(words)  # "Node JS" and "nodejs" meet: spacing is no difference

@@ -972,32 +972,29 @@ class Store:
             ]
 
     def neighbourhood(self, name: str, depth: int = 1, max_nodes: int = 50) -> Neighbourhood:
-        """``name`` and the names related to it within ``depth`` (1 or 2) relations, nearest
-        and oldest relations first, at most ``max_nodes`` in all, and the relations among them.
+        """``name`` and the names related to it within ``depth`` (1 or 2) relations, oldest
+        relations first, at most ``max_nodes`` in all, and the relations among them.
 
-        ``name`` may be an entity or only a relation's end.
+        At depth 2 the direct neighbours take at most half the nodes while their own
+        neighbours can use the rest, so a hub's picture still shows a second ring. ``name``
+        may be an entity or only a relation's end.
         """
         if depth not in (1, 2):
             raise InvalidInputError(f"depth must be 1 or 2, not {depth}")
+        room = max_nodes - 1
         with self._read() as db:
+            first = _linked(db, [name], exclude={name})
+            keep = first[: room if depth == 1 else room // 2]
+            reached: list[tuple[str, str]] = []
+            if depth == 2:
+                reached = _linked(db, [n for n, _ in keep], exclude={name, *(n for n, _ in first)})
+            second = reached[: room - len(keep)]
+            # the second ring left room: give it back to the first
+            keep = first[: room - len(second)]
             parents: dict[str, tuple[int, str | None]] = {name: (0, None)}
-            left_out: set[str] = set()
-            frontier = [name]
-            for level in range(1, depth + 1):
-                reached: list[str] = []
-                for at, from_name, to_name in db.execute(
-                    _NEIGHBOURS_SQL,
-                    {"names": json.dumps(frontier), "limit": NEIGHBOUR_ROWS},
-                ):
-                    other = to_name if from_name == at else from_name
-                    if other in parents:
-                        continue
-                    if len(parents) >= max_nodes:
-                        left_out.add(other)
-                        continue
-                    parents[other] = (level, at)
-                    reached.append(other)
-                frontier = reached
+            parents.update((n, (1, at)) for n, at in keep)
+            parents.update((n, (2, at)) for n, at in second)
+            left_out = len(first) - len(keep) + len(reached) - len(second)
             names = json.dumps(list(parents))
             types: dict[str, str] = dict(
                 db.execute(  # type: ignore[arg-type]
@@ -1023,7 +1020,7 @@ class Store:
                 for n, (d, p) in parents.items()
             ],
             relations=relations,
-            left_out=len(left_out),
+            left_out=left_out,
         )
 
     def entity_types(self, limit: int = 50) -> list[tuple[str, int]]:
@@ -1095,6 +1092,19 @@ class _DryRun(Exception):
     def __init__(self, report: BaseModel) -> None:
         super().__init__("dry run")
         self.report = report
+
+
+def _linked(db: apsw.Connection, names: list[str], exclude: set[str]) -> list[tuple[str, str]]:
+    """``(neighbour, the name it is related to)`` for the names related to any of ``names``,
+    each once, by their oldest relation first; none of ``exclude``."""
+    found: dict[str, str] = {}
+    for at, from_name, to_name in db.execute(
+        _NEIGHBOURS_SQL, {"names": json.dumps(names), "limit": NEIGHBOUR_ROWS}
+    ):
+        other = to_name if from_name == at else from_name
+        if other not in exclude:
+            found.setdefault(other, at)
+    return list(found.items())
 
 
 def _problem(exc: ValidationError) -> str:

@@ -294,7 +294,7 @@ class UiApp:
             return await self._failed(request, name, exc)
         except MemftsError as exc:
             return await self._failed(request, name, exc)
-        return _see(_link("/entity", name=new_name, done="renamed", **{"from": name}))
+        return _see(request, _link("/entity", name=new_name, done="renamed", **{"from": name}))
 
     async def retype(self, request: Request) -> Response:
         form = await self._form(request)
@@ -303,7 +303,7 @@ class UiApp:
             await self._call(request, self.store.set_entity_type, name, entity_type)
         except MemftsError as exc:
             return await self._failed(request, name, exc)
-        return _see(_link("/entity", name=name, done="retyped"))
+        return _see(request, _link("/entity", name=name, done="retyped"))
 
     async def edit_observation(self, request: Request) -> Response:
         form = await self._form(request)
@@ -312,7 +312,7 @@ class UiApp:
             await self._call(request, self.store.edit_observation, name, old, new)
         except MemftsError as exc:
             return await self._failed(request, name, exc)
-        return _see(_link("/entity", name=name, done="edited"))
+        return _see(request, _link("/entity", name=name, done="edited"))
 
     async def delete_observation(self, request: Request) -> Response:
         form = await self._form(request)
@@ -331,7 +331,7 @@ class UiApp:
             await self._call(request, self.store.delete_observation, name, content)
         except MemftsError as exc:
             return await self._failed(request, name, exc)
-        return _see(_link("/entity", name=name, done="observation-deleted"))
+        return _see(request, _link("/entity", name=name, done="observation-deleted"))
 
     async def delete_entity(self, request: Request) -> Response:
         form = await self._form(request)
@@ -355,7 +355,7 @@ class UiApp:
             await self._call(request, self.store.delete_entity, name)
         except MemftsError as exc:
             return await self._failed(request, name, exc)
-        return _see(_link("/", done="deleted", name=name))
+        return _see(request, _link("/", done="deleted", name=name))
 
     async def merge(self, request: Request) -> Response:
         form = await self._form(request)
@@ -401,7 +401,7 @@ class UiApp:
             await self._call(request, self.store.merge_entities, source, target)
         except MemftsError as exc:
             return await self._failed(request, source, exc)
-        return _see(_link("/entity", name=target, done="merged", **{"from": source}))
+        return _see(request, _link("/entity", name=target, done="merged", **{"from": source}))
 
     async def _confirm(
         self,
@@ -447,8 +447,12 @@ def _plural(n: int, noun: str) -> str:
     return f"{n:,} {noun}{'s' * (n != 1)}"
 
 
-def _see(url: str) -> Response:
-    return RedirectResponse(url, status_code=303)
+def _see(request: Request, url: str) -> Response:
+    """Post/redirect/get: the page to show after a write, with the write's store time."""
+    store_ms = getattr(request.state, "store_ms", 0.0)
+    return RedirectResponse(
+        url, status_code=303, headers={"server-timing": f"store;dur={store_ms:.1f}"}
+    )
 
 
 def build_app(
