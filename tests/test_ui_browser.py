@@ -165,8 +165,8 @@ def test_script_from_the_database_is_shown_as_text(ui: UiServer, page: Page) -> 
     page.goto(f"{ui.base}/entity?name=Mallory%27s%20note")
     expect(page.locator(".observations .text").first).to_have_text(HOSTILE)
     page.goto(f"{ui.base}/?q=owned")
-    expect(page.locator(".hit .name")).to_have_text("Mallory's note")
-    expect(page.locator(".snippets")).to_contain_text("<script>window.")
+    expect(page.locator(".hit .name").first).to_have_text("Mallory's note")
+    expect(page.locator(".snippets").first).to_contain_text("<script>window.")
     page.goto(f"{ui.base}/graph?name=Mallory%27s%20note")
     page.goto(f"{ui.base}/recent")
     assert page.evaluate("window.owned") is None  # no script of the data ever ran
