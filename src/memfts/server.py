@@ -16,9 +16,11 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.types import (
     CallToolResult,
+    SubscribeRequestParams,
     TextContent,
     Tool,
     ToolAnnotations,
+    UnsubscribeRequestParams,
 )
 from pydantic import BaseModel, Field, ValidationError
 
@@ -40,8 +42,7 @@ from memfts.models import (
 )
 from memfts.results import GraphRequest, dump, official_json
 from memfts.store import Store
-
-GRAPH_URI = "memory://knowledge-graph"
+from memfts.subscriptions import GRAPH_URI, GraphSubscriptions, ListenerCount
 
 WRITE = ToolAnnotations(
     read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
@@ -165,9 +166,12 @@ def _connection_of(context: Any) -> object:
 
 
 class _Server(MCPServer):
-    """The SDK's server, speaking as the official server does: tool errors in its words, and
-    input schemas written out inline (some clients do not follow ``$ref``); calls of one
-    session in the order they were sent (see :class:`_SessionOrder`)."""
+    """The SDK's server, speaking as the official server does: tool errors in its words, input
+    schemas written out inline (some clients do not follow ``$ref``), and subscribers told
+    when a write tool changed the graph; calls of one session in the order they were sent
+    (see :class:`_SessionOrder`)."""
+
+    graph: GraphSubscriptions
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -188,7 +192,10 @@ class _Server(MCPServer):
         writes = not (tool.annotations and tool.annotations.read_only_hint)
         try:
             async with self._session_order.turn(_connection_of(context), writes=writes):
-                return await super().call_tool(name, arguments, context)
+                result = await super().call_tool(name, arguments, context)
+                if writes and self.graph.wanted():
+                    await self.graph.check()  # subscribers hear before the result, officially
+                return result
         except UnexpectedToolError:
             raise
         except ToolError as exc:
@@ -249,12 +256,36 @@ def _brief(error: ValidationError) -> str:
 
 def build_server(store: Store) -> MCPServer:
     """An MCP server exposing ``store``; run it with ``.run()`` (stdio) or an HTTP transport."""
+    bus = ListenerCount()
+    graph = GraphSubscriptions(store, bus)
+
+    @asynccontextmanager
+    async def watching(_: MCPServer) -> AsyncIterator[dict[str, Any]]:
+        """While the server serves: check the file for other processes' writes."""
+        await graph.check()  # the version a first change is told from
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(graph.watch)
+            try:
+                yield {}
+            finally:
+                tasks.cancel_scope.cancel()
+
     mcp = _Server(
         "memfts",
         version=__version__,
         instructions="Persistent knowledge-graph memory with ranked full-text search. "
         "Use search_nodes to find what you stored before; open_nodes to read entities by name.",
         log_level="WARNING",
+        lifespan=watching,
+        subscriptions=bus,  # subscriptions/listen (2026-07-28) streams hear of changes here
+    )
+    mcp.graph = graph
+    # resources/subscribe and unsubscribe (protocol versions through 2025-11-25); registering
+    # them makes the server advertise resources.subscribe, as the official server does
+    lowlevel = mcp._lowlevel_server
+    lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, graph.subscribe)
+    lowlevel.add_request_handler(
+        "resources/unsubscribe", UnsubscribeRequestParams, graph.unsubscribe
     )
 
     @mcp.tool(
