@@ -24,6 +24,7 @@ from memfts import __version__
 from memfts.errors import DatabaseOpenError, MemftsError
 
 if TYPE_CHECKING:  # the store pulls in apsw: imported when a command needs it
+    from memfts.server import MemoryServer
     from memfts.store import Store
 
 DB_ENV = "MEMORY_DB_PATH"
@@ -210,17 +211,18 @@ def serve(
     from memfts.stdio import run_stdio
 
     with _open_store(db, create=True) as store:
-        _stop_on_signals(store)
+        server = build_server(store)
+        _stop_on_signals(store, server)
         if sys.stdin.isatty():  # a person ran it by hand: say what it is waiting for
             _out(
                 f"memfts: serving MCP on stdio for {store.path}; MCP clients launch this "
                 "(see `memfts --help` for the commands people use). Ctrl-C stops it.",
                 err=True,
             )
-        anyio.run(run_stdio, build_server(store))
+        anyio.run(run_stdio, server)
 
 
-def _stop_on_signals(store: Store) -> None:
+def _stop_on_signals(store: Store, server: MemoryServer) -> None:
     """Ctrl-C (SIGINT) and SIGTERM (a client quitting, systemd, docker stop) close the store
     like stdin EOF does, at once, with exit status 0: a requested stop is a clean one.
 
@@ -230,6 +232,7 @@ def _stop_on_signals(store: Store) -> None:
     """
 
     def handler(signum: int, frame: object) -> None:
+        server.close()
         store.close(wait_s=5)
         os._exit(0)
 

@@ -165,7 +165,7 @@ def _connection_of(context: Any) -> object:
     return getattr(session, "_connection", None)
 
 
-class _Server(MCPServer):
+class MemoryServer(MCPServer):
     """The SDK's server, speaking as the official server does: tool errors in its words, input
     schemas written out inline (some clients do not follow ``$ref``), and subscribers told
     when a write tool changed the graph; calls of one session in the order they were sent
@@ -176,6 +176,11 @@ class _Server(MCPServer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._session_order = _SessionOrder()
+
+    def close(self) -> None:
+        """Let go of the file (the subscription watch's connection); for a signal handler,
+        before the store closes, so that the last connection to close removes the WAL."""
+        self.graph.close()
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
         """Tool errors worded as the official server words them.
@@ -254,7 +259,7 @@ def _brief(error: ValidationError) -> str:
     return "; ".join(problems) + (f" (and {more} more)" if more > 0 else "")
 
 
-def build_server(store: Store) -> MCPServer:
+def build_server(store: Store) -> MemoryServer:
     """An MCP server exposing ``store``; run it with ``.run()`` (stdio) or an HTTP transport."""
     bus = ListenerCount()
     graph = GraphSubscriptions(store, bus)
@@ -270,7 +275,7 @@ def build_server(store: Store) -> MCPServer:
             finally:
                 tasks.cancel_scope.cancel()
 
-    mcp = _Server(
+    mcp = MemoryServer(
         "memfts",
         version=__version__,
         instructions="Persistent knowledge-graph memory with ranked full-text search. "

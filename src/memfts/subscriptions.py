@@ -137,9 +137,16 @@ class GraphSubscriptions:
         finally:
             with anyio.CancelScope(shield=True):
                 async with self._checking:
-                    if self._watcher is not None:
-                        self._watcher.close()
-                        self._watcher = None
+                    self.close()
+
+    def close(self) -> None:
+        """Close the watch's connection (a later check opens it again)."""
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            try:
+                watcher.close()
+            except apsw.Error as exc:  # in use by a check at this instant: the OS closes it
+                log.debug("watch connection left open: %s", exc)
 
     async def _notify(self) -> None:
         await self.bus.publish(ResourceUpdated(uri=GRAPH_URI))
