@@ -159,6 +159,17 @@ def test_writes_need_a_post_from_the_page_with_its_token(ui: UiServer, demo: Pat
         store.close()
 
 
+def test_an_oversized_form_is_refused_before_it_is_read(ui: UiServer, demo: Path) -> None:
+    token = csrf_of(ui.get("/entity?name=Redis").body)
+    huge = {"name": "Redis", "old": "Used as the job queue broker", "new": "x" * 2_000_000}
+    assert post(ui, "/observation/edit", {**huge, "csrf": token}).status == 413
+    store = Store(demo)
+    try:
+        assert store.entity_detail("Redis").observations[1] == huge["old"]  # type: ignore[union-attr]
+    finally:
+        store.close()
+
+
 def test_destructive_writes_say_what_will_change_before_changing_it(
     ui: UiServer, demo: Path
 ) -> None:

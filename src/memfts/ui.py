@@ -21,6 +21,7 @@ from urllib.parse import quote, urlencode
 import anyio.to_thread
 from jinja2 import Environment, PackageLoader
 from markupsafe import Markup, escape
+from mcp.server.transport_security import RequestBodyLimitMiddleware
 from starlette.applications import Starlette
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
@@ -167,8 +168,16 @@ class UiApp:
                 from_=repr(request.query_params.get("from", "")),
                 name=repr(request.query_params.get("name", "")),
             )
-        html = self.templates.get_template(template).render(
-            csrf=self.csrf.value, version=version, notice=notice, request=request, **context
+        # rendering a page of a large entity takes milliseconds: off the event loop too
+        html = await anyio.to_thread.run_sync(
+            functools.partial(
+                self.templates.get_template(template).render,
+                csrf=self.csrf.value,
+                version=version,
+                notice=notice,
+                request=request,
+                **context,
+            )
         )
         store_ms = getattr(request.state, "store_ms", 0.0)
         return HTMLResponse(
@@ -180,10 +189,8 @@ class UiApp:
         return int(request.state.version)
 
     async def _form(self, request: Request) -> FormData:
-        """The posted form, if it carries this page's CSRF token; else 403."""
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > MAX_FORM_BYTES:
-            raise HTTPException(413, "the form is too large")
+        """The posted form, if it carries this page's CSRF token; else 403. (A body over
+        :data:`MAX_FORM_BYTES` was refused with 413 before it was read.)"""
         form = await request.form(max_files=0, max_fields=20, max_part_size=MAX_FORM_BYTES)
         if not self.csrf.matches(form.get(CSRF_FIELD)):
             raise HTTPException(
@@ -480,7 +487,8 @@ def build_app(
         ],
         exception_handlers={HTTPException: ui.http_error, MemftsError: ui.store_error},
     )
-    return guarded(app, host=host, port=port, token=token, extra_hosts=extra_hosts)
+    limited = RequestBodyLimitMiddleware(app, MAX_FORM_BYTES)
+    return guarded(limited, host=host, port=port, token=token, extra_hosts=extra_hosts)
 
 
 def page_url(host: str, port: int, token: str | None) -> str:
