@@ -64,7 +64,8 @@ def _style(text: str, **styles: Any) -> str:
     return click.style(text, **styles)
 
 
-def _size(n: int) -> str:
+def size_text(n: int) -> str:
+    """A byte count as people read it (also on ``memfts ui``'s stats page)."""
     value = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if value < 1024 or unit == "GiB":
@@ -391,8 +392,8 @@ def stats(db: str | None, as_json: bool) -> None:
         ("entity types", f"{s.entity_types:,}"),
         ("observations", f"{s.observations:,}"),
         ("relations", f"{s.relations:,}"),
-        ("file size", _size(s.db_bytes)),
-        ("WAL size", _size(s.wal_bytes)),
+        ("file size", size_text(s.db_bytes)),
+        ("WAL size", size_text(s.wal_bytes)),
     ]
     for label, value in rows:
         _out(f"{label + ':':<16}{value}")
@@ -442,8 +443,8 @@ def optimize(db: str | None, vacuum: bool) -> None:
         store.optimize(vacuum=vacuum)
         after = store.stats()
     _out(
-        f"file {_size(before.db_bytes)} -> {_size(after.db_bytes)}, "
-        f"WAL {_size(before.wal_bytes)} -> {_size(after.wal_bytes)}"
+        f"file {size_text(before.db_bytes)} -> {size_text(after.db_bytes)}, "
+        f"WAL {size_text(before.wal_bytes)} -> {size_text(after.wal_bytes)}"
     )
 
 

@@ -32,6 +32,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from memfts import ranking, ui_graph
+from memfts.cli import size_text
 from memfts.errors import (
     DuplicateObservationError,
     EntityNotFoundError,
@@ -76,7 +77,8 @@ _NOTICES = {
 
 
 def _marked(snippet: str) -> Markup:
-    """A search snippet with its hits in ``<mark>``: the text escaped, the marks ours."""
+    """A search snippet with its hits in ``<mark>``: the text escaped, the marks ours (text
+    that itself holds the mark shifts the highlighting, never the escaping)."""
     start, end = ranking.SNIPPET_MARKS
     parts = snippet.split(start) if start == end else snippet.replace(end, start).split(start)
     return Markup("").join(
@@ -101,15 +103,6 @@ def _stamp(microseconds: int) -> str:
     return datetime.fromtimestamp(microseconds / 1e6).astimezone().isoformat(timespec="seconds")
 
 
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
 def _link(path: str, **params: object) -> str:
     return path + "?" + urlencode({k: v for k, v in params.items() if v not in (None, "")})
 
@@ -128,7 +121,7 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(marked=_marked, ago=_ago, stamp=_stamp, size=_size)
+    env.filters.update(marked=_marked, ago=_ago, stamp=_stamp, size=size_text)
     env.globals.update(link=_link, type_query=_type_query, csrf_field=CSRF_FIELD)
     return env
 
