@@ -48,6 +48,8 @@ CASES: list[tuple[str, Query]] = [
     ("type:Person bug", Query(required=[one(w("bug"))], entity_types=["Person"])),
     ('entityType:"web service"', Query(entity_types=["web service"])),
     ("-type:bot", Query(excluded_types=["bot"])),
+    ("name: green", Query(required=[one(w("green"))])),  # a field with nothing after it
+    ("type:", Query()),
     ("TYPE:x NAME:y", Query(required=[one(w("y", name_only=True))], entity_types=["x"])),
     # stopwords: dropped when other words remain, kept when the query is only stopwords
     ("what is postgres", Query(required=[one(w("postgres"))])),

@@ -3,7 +3,7 @@
 The reference keeps the graph in plain Python and answers a query by testing every word of
 every entity, with the documented rules: a query word matches an indexed word equal to it,
 of the same (English Snowball) stem, or containing it when it has at least 3 characters (or
-is CJK); entities holding every query word are the answer, else entities holding any. Words
+is CJK); entities holding every query word come first, then those holding any. Words
 come from the index's own tokenizer (case and accent folding are its job); everything else
 here is independent of the store.
 """
@@ -74,10 +74,9 @@ class Reference:
         etype, observations = self.entities[name]
         return {w for text in (name, etype, *observations) for w in words_of(text)}
 
-    def search(self, query: str) -> set[str]:
-        """Entities with every word of the query, else those with any of them."""
-        every, matched = self._matches(query)
-        return every or matched
+    def search(self, query: str) -> tuple[set[str], set[str]]:
+        """(entities with every word of the query, entities with any of them)."""
+        return self._matches(query)
 
     def every(self, query: str) -> set[str]:
         """Entities with every word of the query."""
@@ -246,11 +245,15 @@ class SearchMachine(RuleBasedStateMachine):
         if result.correctedQuery is not None:
             # no entity had every word as typed; the corrected words were searched instead
             assert self.ref.every(query) == set(), query
-            expected = self.ref.search(result.correctedQuery)
+            every, expected = self.ref.search(result.correctedQuery)
         else:
-            expected = self.ref.search(query)
+            every, expected = self.ref.search(query)
+        # the page holds every match (the limit is far above), those with every word first
         assert found == expected, (query, result.correctedQuery)
         assert result.total == len(expected)
+        with_every_word = result.total if result.withEveryWord is None else result.withEveryWord
+        assert with_every_word == len(every), (query, result.correctedQuery)
+        assert {e.name for e in result.entities[:with_every_word]} == every
         expected_relations = [r for r in self.ref.relations if r[0] in found or r[1] in found]
         assert [(r.from_, r.to, r.relationType) for r in result.relations or []] == (
             expected_relations

@@ -145,6 +145,11 @@ class SearchResult(BaseModel):
         description="Present when the query's words are so common that matches were not all "
         "counted: at least `total` matched",
     )
+    withEveryWord: int | None = Field(
+        default=None,
+        description="Present when some matches hold only some of the query's words: how many "
+        "hold every word (they come first; the rest of the page is the best partial matches)",
+    )
     correctedQuery: str | None = Field(
         default=None,
         description="Present when nothing matched the query as typed and these corrected words "

@@ -1,16 +1,29 @@
 """A parsed query -> entity ids in rank order: the FTS5 lookups, their SQL, every tuning constant.
 
-:func:`rank` is the one entry: it returns a :class:`Ranking` (entity ids, best first, and what
-the search found out on the way: total, corrections, suggestions). It loads no entity; the
-store does that. A later step that fuses another ranking with this one (a vector arm) takes
-``Ranking.ids`` and re-orders them before the store loads them. :func:`snippets` gives the
-matching fragments of ranked entities.
+:func:`rank` is the one entry. It returns a :class:`Ranking`: entity ids, best first, and what
+the search found out on the way (how many matched, how many hold every word, corrections,
+suggestions). It loads no entity; the store does that. A step that fuses another ranking with
+this one (a vector arm) takes ``Ranking.ids`` (and ``Ranking.complete``, how many of them hold
+every word) and re-orders or extends them before the store loads them. :func:`snippets` gives
+the matching fragments of ranked entities, in one statement.
 
-How a query is answered: each clause of the query (a word, a phrase, ``a OR b``) becomes
-*arms*, FTS5 lookups in the entity and observation indexes: the whole word (and its other
-spellings), then, at a discount, the indexed words that start with or contain it (see
-:mod:`memfts.vocabulary`). Hits are summed per entity in one SQL statement; entities holding
-every clause rank first.
+How a query is answered. Each clause of the query (a word, a phrase, ``a OR b``) becomes
+*arms*, FTS5 lookups in the entity and observation indexes: the word as typed (and its other
+spellings); at a discount, its other forms (same stem); and, flat and further discounted, the
+indexed words that start with or contain it (see :mod:`memfts.vocabulary`). Each clause's rows
+are counted first, up to :data:`COMMON_CLAUSE_ROWS`:
+
+- *rare* clauses are scored with bm25 over all their rows; the entities they reach are the
+  candidates;
+- *common* clauses (more rows than that: bm25 would have to read all of them, and they weigh
+  next to nothing) count only where they meet a rare clause in the same row (name or
+  observation), at a flat score;
+- if every clause is common, the latest rows holding all of them come first, then the latest
+  rows of the rarest; ``total`` is then a lower bound.
+
+Per entity, the best score of each clause is summed. Entities holding every clause come
+first (those holding more of them as typed first, then by score); the rest of the page is
+filled with the best partial matches, by score.
 """
 
 from __future__ import annotations
@@ -20,25 +33,40 @@ from dataclasses import dataclass, field
 
 from memfts import search, vocabulary
 
-ENTITY_WEIGHTS = (10.0, 3.0)
-"""bm25 column weights of (name, entity_type); an observation counts 1."""
-
-PARTIAL_MATCH_FACTOR = 0.5
-"""A word start or infix hit scores this share of a whole-word hit, so whole words rank first."""
+ENTITY_WEIGHTS = (1.0, 1.0)
+"""bm25 column weights of (name, entity_type); an observation counts 1. A name is short, so a
+word in it already scores high; weighing it more let a generic word in a name ("make", "host")
+outrank a description that answers the query (measured in bench/RELEVANCE.md)."""
 
 FORM_FACTOR = 0.8
 """Another form of a query word (``renewed`` for ``renewing``) scores this share of the word
 as typed; like a partial word, it does not count as a whole-word hit."""
 
-COMMON_CLAUSE_ROWS = 4_000
-"""Rows past which a query word is too common to rank on; see :func:`_ranked`."""
+PARTIAL_MATCH_FACTOR = 0.5
+"""A word start or infix hit scores this share of :data:`FLAT_SCORE`, so whole words rank first."""
+
+FLAT_SCORE = -1.0
+"""Score of a partial-word hit before its discount; whole-word bm25 scores run about -3 to -15."""
+
+FILL_BY_WORDS = True
+"""Order the partial matches filling the page by how many of the query's words they hold,
+then by score (False: by score alone)."""
+
+NAME_START_SCORE = -3.0
+"""Bonus of an entity whose name starts with the query's words (a known-item search)."""
+
+COMMON_SCORE = -0.5
+"""Score of a common word's hit (see the module's doc): bm25 gives such a word next to nothing."""
+
+COMMON_CLAUSE_ROWS = 1_000
+"""Rows past which a clause is common: not scored with bm25, which would read all its rows."""
 
 PARTIAL_ARM_ROWS = 1_000
 """Most rows one widening of a partial word contributes (the latest): partial hits rank low,
 and a short fragment can widen to words used everywhere."""
 
-FLAT_SCORE = -1.0
-"""Score of an infix hit before its discount; whole-word bm25 scores run about -3 to -15."""
+LATEST_ROWS = 200
+"""Rows read per lookup when every clause is common (at least 4 x ``limit``)."""
 
 SNIPPETS_PER_ENTITY = 3
 """Most fragments shown per entity."""
@@ -53,7 +81,15 @@ OBSERVATION_ID_BITS = 20
 """An observation's id is ``entity_id << 20`` plus its position (sql/001): a full-text hit's
 entity is its rowid shifted, with no lookup, and an entity holds at most 2^20 observations."""
 
-_OBSERVATION_ENTITY = f"(observations_fts.rowid >> {OBSERVATION_ID_BITS})"
+TABLES = ("entities_fts", "observations_fts")
+_ENTITY_OF = {
+    "entities_fts": "entities_fts.rowid",
+    "observations_fts": f"(observations_fts.rowid >> {OBSERVATION_ID_BITS})",
+}
+_BM25 = {
+    "entities_fts": "bm25(entities_fts, :name_weight, :type_weight)",
+    "observations_fts": "bm25(observations_fts)",
+}
 
 
 @dataclass(frozen=True)
@@ -64,6 +100,13 @@ class Sql:
     params: dict[str, object] = field(default_factory=dict)
 
 
+def _joined(parts: list[Sql], joiner: str) -> Sql:
+    params: dict[str, object] = {}
+    for part in parts:
+        params.update(part.params)
+    return Sql(joiner.join(p.sql for p in parts), params)
+
+
 @dataclass
 class Ranking:
     """Entity ids in rank order and what the search found out on the way."""
@@ -72,117 +115,215 @@ class Ranking:
     total: int
     lower_bound: bool = False
     """``total`` counted no further than a bound: at least that many matched."""
+    complete: int = 0
+    """How many entities hold every clause of the query (the first ones of ``ids``)."""
     corrected: str | None = None
     """The corrected words searched instead of the query as typed."""
     suggestions: list[str] = field(default_factory=list)
-    complete: bool = False
-    """Every clause of the query matched the entities found (no fallback to some words)."""
     searched: search.Query | None = None
     """The query actually searched, when it is not the one parsed (a corrected query)."""
 
 
-_ARM_TABLES = {
-    # table: (the entity id of a hit, its bm25 call)
-    "entities_fts": ("entities_fts.rowid", "bm25(entities_fts, :name_weight, :type_weight)"),
-    "observations_fts": (_OBSERVATION_ENTITY, "bm25(observations_fts)"),
-}
+# ---- the lookups of a query ------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Arm:
-    """One FTS5 lookup contributing to a clause: a table, a safe expression and its weight."""
+    """One FTS5 lookup answering a clause: a table, a safe expression, what kind of hit it is."""
 
     table: str
     match: str
-    factor: float
-    scored: bool = True
-    """False for infix expansions: an OR of many words, where bm25 would first count the
-    matches of every one of them; a flat score keeps such an arm cheap."""
-    whole: bool = True
-    """A hit is the word as typed (or spelt another way), not another form or a part of it."""
+    kind: str
+    """``word`` (as typed, or spelt another way), ``form`` (same stem) or ``partial``."""
 
     @property
-    def entity_sql(self) -> str:
-        return _ARM_TABLES[self.table][0]
+    def factor(self) -> float:
+        return {"word": 1.0, "form": FORM_FACTOR, "partial": PARTIAL_MATCH_FACTOR}[self.kind]
 
-    def scored_sql(self, key: str, clause: int, among: str | None = None) -> Sql:
+    def hits_sql(self, key: str, clause: int) -> Sql:
         """``(entity_id, clause, score, whole)`` rows; its parameters are named ``key_*``.
-        ``whole`` is 1 for a whole-word hit, 0 for another form or a partial word. ``among``
-        names a table of candidate entity ids to keep only their rows (scoring no others)."""
-        params = {f"{key}_clause": clause, f"{key}_factor": self.factor, f"{key}_match": self.match}
-        if not self.scored:
-            keep = f" WHERE entity_id IN {among}" if among else ""
+        A partial arm (an OR of many words, where bm25 would first count the matches of each)
+        scores flat, over its latest rows only."""
+        entity = _ENTITY_OF[self.table]
+        params: dict[str, object] = {f"{key}_match": self.match, f"{key}_factor": self.factor}
+        if self.kind == "partial":
             return Sql(
-                f"SELECT * FROM (SELECT {self.entity_sql} AS entity_id, :{key}_clause, "
-                f":{key}_factor * {FLAT_SCORE}, 0 FROM {self.table} "
-                f"WHERE {self.table} MATCH :{key}_match "
-                f"ORDER BY {self.table}.rowid DESC LIMIT {PARTIAL_ARM_ROWS}){keep}",
+                f"SELECT * FROM (SELECT {entity}, {clause}, :{key}_factor * {FLAT_SCORE}, 0 "
+                f"FROM {self.table} WHERE {self.table} MATCH :{key}_match "
+                f"ORDER BY {self.table}.rowid DESC LIMIT {PARTIAL_ARM_ROWS})",
                 params,
             )
         if self.table == "entities_fts":
             params["name_weight"], params["type_weight"] = ENTITY_WEIGHTS
-        # unary + : filter the FTS hits, never drive FTS5 by rowid (one query per candidate)
-        keep = f" AND +{self.entity_sql} IN {among}" if among else ""
         return Sql(
-            f"SELECT {self.entity_sql}, :{key}_clause, "
-            f":{key}_factor * {_ARM_TABLES[self.table][1]}, {int(self.whole)} "
-            f"FROM {self.table} WHERE {self.table} MATCH :{key}_match{keep}",
-            params,
-        )
-
-    def entities_sql(self, key: str) -> Sql:
-        """The entity ids of the arm's hits; its parameter is named ``key_match``."""
-        params: dict[str, object] = {f"{key}_match": self.match}
-        if not self.scored:
-            return Sql(
-                f"SELECT * FROM (SELECT {self.entity_sql} FROM {self.table} "
-                f"WHERE {self.table} MATCH :{key}_match "
-                f"ORDER BY {self.table}.rowid DESC LIMIT {PARTIAL_ARM_ROWS})",
-                params,
-            )
-        return Sql(
-            f"SELECT {self.entity_sql} FROM {self.table} WHERE {self.table} MATCH :{key}_match",
+            f"SELECT {entity}, {clause}, :{key}_factor * {_BM25[self.table]}, "
+            f"{int(self.kind == 'word')} FROM {self.table} WHERE {self.table} MATCH :{key}_match",
             params,
         )
 
 
-def _union(parts: list[Sql], joiner: str) -> Sql:
-    params: dict[str, object] = {}
-    for part in parts:
-        params.update(part.params)
-    return Sql(joiner.join(p.sql for p in parts), params)
+@dataclass
+class Planned:
+    """One clause of the query with its arms and how many rows its words match."""
+
+    index: int
+    clause: search.Clause
+    arms: list[Arm]
+    size: int = 0
+    """Rows matching its word and form arms, counted no further than past the common bound."""
+
+    @property
+    def common(self) -> bool:
+        return self.size > COMMON_CLAUSE_ROWS
+
+    def words_match(self, table: str) -> str | None:
+        """One expression for the clause's words and forms in ``table``, if it has any there."""
+        parts = [f"({a.match})" for a in self.arms if a.table == table and a.kind != "partial"]
+        return " OR ".join(parts) or None
+
+    @property
+    def unknown_words(self) -> list[str]:
+        """Its words, if nothing holds them, not even inside longer words (typo candidates)."""
+        if self.size or any(a.kind == "partial" for a in self.arms):
+            return []
+        return [w for t in self.clause.terms for w in t.words]
 
 
-def _hits_sql(selects: list[Sql]) -> Sql:
-    """The ``hits(entity_id, clause, score, whole)`` CTE: every arm's rows, computed once
-    (MATERIALIZED: inlined into a single-arm query, SQLite would lose the bm25 context)."""
-    union = _union(selects, " UNION ALL ")
-    return Sql(f"hits(entity_id, clause, score, whole) AS MATERIALIZED ({union.sql})", union.params)
+def _arms(vocab: vocabulary.Lookup, clause: search.Clause) -> list[Arm]:
+    """The FTS lookups answering one clause: whole words, then other forms and partial words."""
+    arms: list[Arm] = []
+    for term in clause.terms:
+        tables = ("entities_fts",) if term.name_only else TABLES
+        column = "name : " if term.name_only else ""
+        expressions: list[tuple[str, str]] = []
+        single = len(term.words) == 1 and not term.prefix
+        spellings, forms = vocab.variants(term.words[0]) if single else ([], [])
+        if spellings:
+            expressions.append(("word", search.any_of_expression([term.words[0], *spellings])))
+        else:
+            expressions.append(("word", search.whole_expression(term)))
+        # a quoted word is that word, however spelt; unquoted, any of its forms too
+        if forms and not term.exact:
+            expressions.append(("form", search.any_of_expression(forms)))
+        if single and not term.exact:
+            seen = {*spellings, *forms}
+            containing = [w for w in vocab.words_containing(term.words[0]) if w not in seen]
+            if containing:
+                expressions.append(("partial", search.any_of_expression(containing)))
+        for kind, expression in expressions:
+            arms += [Arm(table, f"{column}({expression})", kind) for table in tables]
+    return arms
 
 
-_PER_ENTITY_SQL = """\
-per_clause AS (
-    SELECT entity_id, clause, min(score) AS score, max(whole) AS whole
-    FROM hits GROUP BY entity_id, clause),
-per_entity AS (
-    SELECT entity_id, count(*) AS clauses, sum(whole) AS wholes, sum(score) AS score
-    FROM per_clause GROUP BY entity_id)"""
-"""Per entity: how many clauses it matched, how many of them by whole words, the summed best
-score of each clause (bm25 is negative: lower is better)."""
-
-_PER_ENTITY_ONE_CLAUSE_SQL = """\
-per_entity AS (
-    SELECT entity_id, 1 AS clauses, max(whole) AS wholes, min(score) AS score
-    FROM hits GROUP BY entity_id)"""
-""":data:`_PER_ENTITY_SQL` for a query of one clause, in one grouping instead of two."""
+def _single_words(clauses: list[search.Clause]) -> list[str]:
+    return [t.words[0] for c in clauses for t in c.terms if len(t.words) == 1 and not t.prefix]
 
 
-# ---- the entry -------------------------------------------------------------------------------
+def _plan(vocab: vocabulary.Lookup, query: search.Query) -> list[Planned]:
+    """The query's clauses with their arms and sizes, in two statements whatever its length:
+    one looks every word up in the vocabulary, one counts every clause's rows."""
+    vocab.expand(_single_words(query.required + query.excluded))
+    planned = [Planned(i, c, _arms(vocab, c)) for i, c in enumerate(query.required)]
+    counts: list[str] = []
+    params: dict[str, object] = {"bound": COMMON_CLAUSE_ROWS + 1}
+    for p in planned:
+        parts = []
+        for table in TABLES:
+            match = p.words_match(table)
+            if match:
+                params[f"c{p.index}_{table}"] = match
+                parts.append(
+                    f"(SELECT count(*) FROM (SELECT 1 FROM {table} "
+                    f"WHERE {table} MATCH :c{p.index}_{table} LIMIT :bound))"
+                )
+        counts.append(" + ".join(parts) or "0")
+    sizes: tuple[int, ...] = vocab.db.execute(  # type: ignore[assignment]
+        f"SELECT {', '.join(counts)}", params
+    ).fetchall()[0]
+    for p, size in zip(planned, sizes, strict=True):
+        p.size = int(size)
+    return planned
+
+
+# ---- filters ---------------------------------------------------------------------------------
 
 
 def filter_types(query: search.Query, entity_type: str | None) -> list[str]:
     """The (folded) entity types every result must have: the argument's and the query's."""
     return [search.fold(t) for t in (entity_type, *query.entity_types) if t and t.strip()]
+
+
+def _excluded_sql(vocab: vocabulary.Lookup, query: search.Query) -> Sql:
+    """The ids of the entities an ``-excluded`` term or type leaves out.
+
+    An excluded word leaves out exactly what the same word would find: its other spellings
+    and forms, and the words containing it (``-postgres`` leaves out ``PostgreSQL``).
+    """
+    selects = [Sql("SELECT NULL WHERE 0")]
+    for i, excluded_type in enumerate(query.excluded_types):
+        selects.append(
+            Sql(
+                f"SELECT id FROM entities WHERE memfts_fold(entity_type) = :excluded_type{i}",
+                {f"excluded_type{i}": search.fold(excluded_type)},
+            )
+        )
+    for i, clause in enumerate(query.excluded):
+        for table in TABLES:
+            parts = [f"({a.match})" for a in _arms(vocab, clause) if a.table == table]
+            if parts:
+                selects.append(
+                    Sql(
+                        f"SELECT {_ENTITY_OF[table]} FROM {table} "
+                        f"WHERE {table} MATCH :excluded{i}_{table}",
+                        {f"excluded{i}_{table}": " OR ".join(parts)},
+                    )
+                )
+    return _joined(selects, " UNION ")
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What keeps an entity in the results: its type, and not being excluded.
+
+    ``cte`` (if any) is the ``excluded`` table to put in the statement's ``WITH``, computed
+    once however many lookups test against it."""
+
+    cte: str | None
+    params: dict[str, object]
+    types: list[str]
+
+    def condition(self, id_sql: str) -> str:
+        """An SQL condition on the entity id ``id_sql``."""
+        conditions = []
+        if len(set(self.types)) > 1:
+            return "0"  # every type given must hold: two different ones never do
+        if self.types:
+            conditions.append(
+                f"(SELECT memfts_fold(typed.entity_type) FROM entities AS typed "
+                f"WHERE typed.id = {id_sql}) = :type"
+            )
+        if self.cte:
+            conditions.append(f"{id_sql} NOT IN excluded")
+        return " AND ".join(conditions) or "1"
+
+    def with_sql(self) -> str:
+        """``WITH ...,`` for a statement that has CTEs of its own after it."""
+        return f"WITH {self.cte}," if self.cte else "WITH"
+
+
+def _filters(vocab: vocabulary.Lookup, query: search.Query, types: list[str]) -> Filters:
+    params: dict[str, object] = {"type": types[0]} if types else {}
+    if not (query.excluded or query.excluded_types):
+        return Filters(None, params, types)
+    excluded = _excluded_sql(vocab, query)
+    return Filters(
+        f"excluded(entity_id) AS MATERIALIZED ({excluded.sql})",
+        {**params, **excluded.params},
+        types,
+    )
+
+
+# ---- ranking ---------------------------------------------------------------------------------
 
 
 def rank(
@@ -208,266 +349,168 @@ def rank(
     return _recent(vocab, query, limit, types)
 
 
-# ---- filters ---------------------------------------------------------------------------------
-
-
-def _type_sql(types: list[str], prefix: str = "") -> Sql:
-    """A condition keeping entities of every given (folded) type: all must agree."""
-    if not types:
-        return Sql("1")
-    return Sql(
-        " AND ".join(f"memfts_fold({prefix}entity_type) = :type{i}" for i in range(len(types))),
-        {f"type{i}": t for i, t in enumerate(types)},
-    )
-
-
-def _excluded_sql(query: search.Query) -> Sql:
-    """A subquery of the ids of entities matching any ``-excluded`` term or type."""
-    selects = [Sql("SELECT NULL WHERE 0")]
-    for i, excluded_type in enumerate(query.excluded_types):
-        selects.append(
-            Sql(
-                f"SELECT id FROM entities WHERE memfts_fold(entity_type) = :excluded_type{i}",
-                {f"excluded_type{i}": search.fold(excluded_type)},
-            )
-        )
-    n = 0
-    for clause in query.excluded:
-        for term in clause.terms:
-            column = "name : " if term.name_only else ""
-            match = f"{column}({search.whole_expression(term)})"
-            selects.append(
-                Sql(
-                    f"SELECT rowid FROM entities_fts WHERE entities_fts MATCH :excluded{n}",
-                    {f"excluded{n}": match},
-                )
-            )
-            if not term.name_only:
-                selects.append(
-                    Sql(
-                        f"SELECT {_OBSERVATION_ENTITY} FROM observations_fts "
-                        f"WHERE observations_fts MATCH :excluded{n}",
-                    )
-                )
-            n += 1
-    return _union(selects, " UNION ")
-
-
-def _kept_sql(query: search.Query, types: list[str]) -> Sql:
-    """``JOIN ... WHERE ...`` keeping the ``per_entity p`` rows of the wanted types and
-    without excluded terms."""
-    if not types and not query.excluded and not query.excluded_types:
-        return Sql("WHERE 1")  # no lookup per entity
-    excluded = _excluded_sql(query)
-    type_sql = _type_sql(types, "e.")
-    return Sql(
-        "JOIN entities e ON e.id = p.entity_id "
-        f"WHERE {type_sql.sql} AND p.entity_id NOT IN ({excluded.sql})",
-        {**type_sql.params, **excluded.params},
-    )
-
-
-# ---- ranking ---------------------------------------------------------------------------------
-
-
 def _recent(vocab: vocabulary.Lookup, query: search.Query, limit: int, types: list[str]) -> Ranking:
     """The most recently changed entities, filtered by type and exclusions."""
-    excluded = _excluded_sql(query)
-    type_sql = _type_sql(types)
-    where = f"WHERE {type_sql.sql} AND id NOT IN ({excluded.sql})"
-    params = {**type_sql.params, **excluded.params}
+    filters = _filters(vocab, query, types)
+    with_sql = f"WITH {filters.cte} " if filters.cte else ""
     ids = [
         row_id
         for (row_id,) in vocab.db.execute(
-            f"SELECT id FROM entities {where} ORDER BY updated_at DESC, id DESC LIMIT :limit",
-            {**params, "limit": limit},
+            f"{with_sql}SELECT e.id FROM entities AS e WHERE {filters.condition('e.id')} "
+            "ORDER BY e.updated_at DESC, e.id DESC LIMIT :limit",
+            {**filters.params, "limit": limit},
         )
     ]
-    total = vocab.db.execute(f"SELECT count(*) FROM entities {where}", params).get
-    return Ranking(ids, int(total))
+    total = vocab.db.execute(
+        f"{with_sql}SELECT count(*) FROM entities AS e WHERE {filters.condition('e.id')}",
+        filters.params,
+    ).get
+    return Ranking(ids, int(total), complete=int(total))
 
 
-def _arms(vocab: vocabulary.Lookup, clause: search.Clause) -> list[Arm]:
-    """The FTS lookups answering one clause: whole words, then other forms and partial words
-    at a discount."""
-    arms: list[Arm] = []
-    for term in clause.terms:
-        tables = ("entities_fts",) if term.name_only else ("entities_fts", "observations_fts")
-        column = "name : " if term.name_only else ""
-        whole = search.whole_expression(term)
-        expressions: list[tuple[str, float, bool, bool]] = []
-        single = len(term.words) == 1 and not term.prefix
-        # a quoted word is that word, however spelt; unquoted, any of its forms too
-        spellings, forms = vocab.variants(term.words[0]) if single else ([], [])
-        if spellings:
-            whole = search.any_of_expression([term.words[0], *spellings])
-        expressions.append((whole, 1.0, True, True))
-        if forms and not term.exact:
-            expressions.append((search.any_of_expression(forms), FORM_FACTOR, True, False))
-        if single and not term.exact:
-            found = {*spellings, *forms}
-            containing = [w for w in vocab.words_containing(term.words[0]) if w not in found]
-            if containing:
-                expressions.append(
-                    (search.any_of_expression(containing), PARTIAL_MATCH_FACTOR, False, False)
-                )
-        for expression, factor, scored, is_whole in expressions:
-            for table in tables:
-                arms.append(Arm(table, f"{column}({expression})", factor, scored, is_whole))
-    return arms
-
-
-def _probe(vocab: vocabulary.Lookup, arm: Arm) -> int:
-    """How many rows an arm matches, counting no further than just past the common bound."""
-    return int(
-        vocab.db.execute(
-            f"SELECT count(*) FROM (SELECT 1 FROM {arm.table} WHERE {arm.table} MATCH :match "
-            "LIMIT :bound)",
-            {"match": arm.match, "bound": COMMON_CLAUSE_ROWS + 1},
-        ).get
-    )
+_RANKED_SQL = """\
+{with_sql} hits(entity_id, clause, score, whole) AS MATERIALIZED (
+{hits}
+),
+per_clause AS (
+    SELECT entity_id, clause, min(score) AS score, max(whole) AS whole
+    FROM hits GROUP BY entity_id, clause),
+per_entity AS (
+    SELECT entity_id, count(*) FILTER (WHERE clause < :clauses) AS clauses,
+           count(*) FILTER (WHERE clause < :clauses) = :clauses AS complete,
+           sum(whole) AS wholes, sum(score) AS score
+    FROM per_clause GROUP BY entity_id),
+kept AS (
+    SELECT * FROM per_entity WHERE {kept})
+SELECT entity_id, count(*) FILTER (WHERE complete) OVER (), count(*) OVER ()
+FROM kept
+ORDER BY complete DESC, CASE WHEN complete THEN wholes END DESC, {fill_order}score,
+         entity_id DESC
+LIMIT :limit"""
+"""The ranking of a query with at least one rare clause: every arm's rows (``hits``,
+MATERIALIZED: inlined into a one-arm query, SQLite would lose the bm25 context), the best
+score of each clause per entity, then per entity: complete or not, how many clauses it holds
+as typed, the summed score (bm25 is negative: lower is better)."""
 
 
 def _ranked(vocab: vocabulary.Lookup, query: search.Query, limit: int, types: list[str]) -> Ranking:
-    """bm25 over every arm of every clause, aggregated per entity.
-
-    A clause matching more than :data:`COMMON_CLAUSE_ROWS` rows is too common to filter or
-    rank on (its bm25 weight is near zero, and scoring it costs a pass over all its rows): it
-    is dropped when the query has rarer clauses, and otherwise the most recent of its matches
-    are returned, with ``total`` a lower bound.
-    """
-    arms = [(i, _arms(vocab, clause)) for i, clause in enumerate(query.required)]
-    # infix arms are left out of the estimate: probing them costs a lookup per word they
-    # widen to, and a clause is common through its whole words or word starts anyway
-    sizes = [
-        sum(_probe(vocab, arm) for arm in clause_arms if arm.scored) for _, clause_arms in arms
-    ]
-    rare = [(i, clause_arms) for i, clause_arms in arms if sizes[i] <= COMMON_CLAUSE_ROWS]
-    # words that matched nothing, not even inside other words: candidates for "did you mean"
-    empty_words = [
-        w
-        for (i, clause_arms), size in zip(arms, sizes, strict=True)
-        if size == 0 and all(arm.scored for arm in clause_arms)
-        for t in query.required[i].terms
-        for w in t.words
-    ]
+    planned = _plan(vocab, query)
+    suggestions = vocab.suggestions(w for p in planned for w in p.unknown_words)
+    rare = [p for p in planned if not p.common]
     if not rare:
-        return _recent_matches(vocab, query, arms, sizes, limit, types)
-    suggestions = vocab.suggestions(empty_words)
-    if len(rare) > 1 and not empty_words:
-        found = _having_every_clause(vocab, query, rare, sizes, limit, types)
-        if found is not None:
-            found.suggestions = suggestions
-            return found
-    hits = _hits_sql(
-        [
-            arm.scored_sql(f"a{index}_{n}", index)
-            for index, (_, clause_arms) in enumerate(rare)
-            for n, arm in enumerate(clause_arms)
-        ]
-    )
-    kept = _kept_sql(query, types)
-    if len(rare) == 1:  # one clause: no per-clause step, every entity has "all" clauses
-        per_entity, complete = _PER_ENTITY_ONE_CLAUSE_SQL, "count(*) OVER ()"
-        order = "p.wholes DESC, p.score"
-    else:
-        # No entity has every word (_having_every_clause found none): rank by the summed
-        # scores, where a rare word weighs more than a common one, not by how many words
-        # matched ("what editor does the user prefer" is about the editor, not "what").
-        per_entity, complete = _PER_ENTITY_SQL, "count(*) OVER (PARTITION BY p.clauses)"
-        order = "p.score"
-    sql = (
-        f"WITH {hits.sql},\n{per_entity}\n"
-        f"SELECT p.entity_id, p.clauses, {complete}, count(*) OVER ()\n"
-        f"FROM per_entity p {kept.sql}\n"
-        f"ORDER BY {order}, p.entity_id DESC LIMIT :limit"
-    )
-    rows: list[tuple[int, int, int, int]] = vocab.db.execute(  # type: ignore[assignment]
-        sql, {**hits.params, **kept.params, "limit": limit}
+        found = _latest(vocab, query, planned, limit, types)
+        found.suggestions = suggestions
+        return found
+    hits: list[Sql] = []
+    for p in rare:
+        hits += [arm.hits_sql(f"a{p.index}_{n}", p.index) for n, arm in enumerate(p.arms)]
+    # a common clause counts where it meets a rare one, in the same row
+    for table in TABLES:
+        rare_any = " OR ".join(f"({m})" for p in rare if (m := p.words_match(table)))
+        for p in planned:
+            common = p.words_match(table) if p.common else None
+            if rare_any and common:
+                key = f"common{p.index}_{table}"
+                hits.append(
+                    Sql(
+                        f"SELECT {_ENTITY_OF[table]}, {p.index}, {COMMON_SCORE}, 1 "
+                        f"FROM {table} WHERE {table} MATCH :{key}",
+                        {key: f"({rare_any}) AND ({common})"},
+                    )
+                )
+    name_start = _name_start_sql(query, len(planned))
+    if name_start:
+        hits.append(name_start)
+    union = _joined(hits, "\nUNION ALL ")
+    filters = _filters(vocab, query, types)
+    rows: list[tuple[int, int, int]] = vocab.db.execute(  # type: ignore[assignment]
+        _RANKED_SQL.format(
+            with_sql=filters.with_sql(),
+            hits=union.sql,
+            kept=filters.condition("entity_id"),
+            fill_order="clauses DESC, " if FILL_BY_WORDS else "",
+        ),
+        {**union.params, **filters.params, "clauses": len(planned), "limit": limit},
     ).fetchall()
     if not rows:
         return Ranking([], 0, suggestions=suggestions)
-    best = rows[0][1]
-    if best == len(rare):  # some entities have every clause: they are the answer
-        return Ranking(
-            [r[0] for r in rows if r[1] == best],
-            rows[0][2],
-            suggestions=suggestions,
-            complete=True,
-        )
-    return Ranking([r[0] for r in rows], rows[0][3], suggestions=suggestions)
+    return Ranking(
+        [r[0] for r in rows], int(rows[0][2]), complete=int(rows[0][1]), suggestions=suggestions
+    )
 
 
-def _having_every_clause(
-    vocab: vocabulary.Lookup,
-    query: search.Query,
-    rare: list[tuple[int, list[Arm]]],
-    sizes: list[int],
-    limit: int,
-    types: list[str],
-) -> Ranking | None:
-    """The ranking of the entities matching every clause, or None if there are none.
-
-    The entities of the rarest clause are the candidates; the other clauses are scored on the
-    candidates' rows only, so a query pairing a rare word with frequent ones costs about what
-    the rare word costs, not what the frequent ones do.
-    """
-    driver = min(range(len(rare)), key=lambda k: sizes[rare[k][0]])
-    candidates = _union(
-        [arm.entities_sql(f"c{n}") for n, arm in enumerate(rare[driver][1])], " UNION "
-    )
-    hits = _hits_sql(
-        [
-            # the rarest clause's own hits are all candidates: no filter to build
-            arm.scored_sql(f"a{index}_{n}", index, None if index == driver else "candidates")
-            for index, (_, clause_arms) in enumerate(rare)
-            for n, arm in enumerate(clause_arms)
-        ]
-    )
-    kept = _kept_sql(query, types)
-    sql = (
-        f"WITH candidates(entity_id) AS MATERIALIZED ({candidates.sql}),\n"
-        f"{hits.sql},\n{_PER_ENTITY_SQL}\n"
-        f"SELECT p.entity_id, count(*) OVER () FROM per_entity p {kept.sql}\n"
-        "AND p.clauses = :clauses ORDER BY p.wholes DESC, p.score, p.entity_id DESC LIMIT :limit"
-    )
-    rows: list[tuple[int, int]] = vocab.db.execute(  # type: ignore[assignment]
-        sql,
-        {**candidates.params, **hits.params, **kept.params, "clauses": len(rare), "limit": limit},
-    ).fetchall()
-    if not rows:
+def _name_start_sql(query: search.Query, bonus_clause: int) -> Sql | None:
+    """The bonus rows of entities whose name starts with the query's words, in order: the
+    entity named ``Zanzibarian`` before those mentioning it, ``billing-service`` first for
+    "billing service", without weighing every word of every name higher."""
+    words = [w for c in query.required for w in c.terms[0].words]
+    if not words:
         return None
-    return Ranking([r[0] for r in rows], rows[0][1], complete=True)
+    return Sql(
+        f"SELECT rowid, {bonus_clause}, :name_start_score, 0 FROM entities_fts "
+        "WHERE entities_fts MATCH :name_start",
+        {
+            "name_start": f"name : ^{search.quote(' '.join(words))}",
+            "name_start_score": NAME_START_SCORE,
+        },
+    )
 
 
-def _recent_matches(
+_LATEST_SQL = """\
+{with_sql} hits(entity_id, complete, in_name) AS MATERIALIZED (
+{hits}
+)
+SELECT entity_id, max(complete) AS complete
+FROM hits
+GROUP BY entity_id
+ORDER BY complete DESC, max(in_name) DESC, entity_id DESC"""
+"""The ranking of a query of only common clauses: the latest rows holding all of them
+(complete), then the latest rows of the rarest, names before observations."""
+
+
+def _latest(
     vocab: vocabulary.Lookup,
     query: search.Query,
-    arms: list[tuple[int, list[Arm]]],
-    sizes: list[int],
+    planned: list[Planned],
     limit: int,
     types: list[str],
 ) -> Ranking:
-    """For a query of only very common words: the latest matches of the rarest clause,
-    whole-word hits in names first, then in observations, then partial-word hits."""
-    rarest = min(range(len(arms)), key=lambda i: sizes[i])
-    excluded = _excluded_sql(query)
-    type_sql = _type_sql(types, "e.")
-    found: dict[int, None] = {}
-    window = max(4 * limit, 200)
-    for arm in sorted(arms[rarest][1], key=lambda a: (-a.factor, a.table != "entities_fts")):
-        rows = vocab.db.execute(
-            f"SELECT e.id FROM {arm.table} JOIN entities e ON e.id = {arm.entity_sql} "
-            f"WHERE {arm.table} MATCH :match AND {type_sql.sql} AND e.id NOT IN "
-            f"({excluded.sql}) ORDER BY {arm.table}.rowid DESC LIMIT :window",
-            {**type_sql.params, **excluded.params, "match": arm.match, "window": window},
-        )
-        for (entity_id,) in rows:
-            found.setdefault(entity_id, None)
-        if len(found) >= limit:
-            break
-    ids = list(found)[:limit]
-    return Ranking(ids, max(len(found), sizes[rarest]), lower_bound=True, complete=True)
+    """For a query of only very common words: no bm25 (which would read every row of each),
+    but the latest matches, those holding every word first; ``total`` a lower bound."""
+    rarest = min(planned, key=lambda p: p.size)
+    window = max(4 * limit, LATEST_ROWS)
+    filters = _filters(vocab, query, types)
+    hits: list[Sql] = []
+    for table in TABLES:
+        every = [p.words_match(table) for p in planned]
+        lookups = [(rarest.words_match(table), int(len(planned) == 1))]
+        if len(planned) > 1 and all(every):
+            lookups.insert(0, (" AND ".join(f"({m})" for m in every), 1))
+        for n, (match, complete) in enumerate(lookups):
+            if match is None:
+                continue
+            key = f"latest_{table}_{n}"
+            entity = _ENTITY_OF[table]
+            # the filters apply while reading, so that a rare type still fills the window
+            hits.append(
+                Sql(
+                    f"SELECT * FROM (SELECT {entity}, {complete}, {int(table == 'entities_fts')} "
+                    f"FROM {table} WHERE {table} MATCH :{key} AND {filters.condition(entity)} "
+                    f"ORDER BY {table}.rowid DESC LIMIT :window)",
+                    {key: match},
+                )
+            )
+    union = _joined(hits, "\nUNION ALL ")
+    rows: list[tuple[int, int]] = vocab.db.execute(  # type: ignore[assignment]
+        _LATEST_SQL.format(with_sql=filters.with_sql(), hits=union.sql),
+        {**union.params, **filters.params, "window": window},
+    ).fetchall()
+    return Ranking(
+        [r[0] for r in rows[:limit]],
+        len(rows),
+        lower_bound=True,
+        complete=sum(1 for r in rows if r[1]),
+    )
 
 
 def _corrected(
@@ -518,14 +561,14 @@ WHERE observations_fts MATCH :match AND (rowid >> :bits) IN (SELECT value FROM j
 
 
 def snippets(vocab: vocabulary.Lookup, query: search.Query, ids: list[int]) -> dict[int, list[str]]:
-    """Up to :data:`SNIPPETS_PER_ENTITY` best-matching observation fragments per entity."""
+    """The matching observation fragments of each of ``ids``, in one statement."""
     expression = " OR ".join(
         f"({arm.match})"
         for clause in query.required
         for arm in _arms(vocab, clause)
         if arm.table == "observations_fts"
     )
-    if not expression:
+    if not expression or not ids:
         return {}
     start, end = SNIPPET_MARKS
     # One statement for all the entities, not one each: every statement pays bm25's pass over

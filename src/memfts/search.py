@@ -132,6 +132,9 @@ _PIECE = re.compile(
 )
 
 
+_BARE_FIELD = re.compile(r"-?(name|type|entitytype):", re.IGNORECASE)
+
+
 def parse(text: str, tokenize: Tokenize = query_words) -> Query:
     """Read the query syntax; whatever is not syntax is plain words. Never raises."""
     query = Query(text=text)
@@ -148,6 +151,8 @@ def parse(text: str, tokenize: Tokenize = query_words) -> Query:
         if raw_word == "NOT":
             negate_next = True
             continue
+        if raw_word and _BARE_FIELD.fullmatch(raw_word):
+            continue  # "name:" or "type:" with nothing after it: syntax, not a word
         negative = bool(match.group("neg")) or negate_next
         negate_next = False
         term: Term | None = None
@@ -195,14 +200,20 @@ def parse(text: str, tokenize: Tokenize = query_words) -> Query:
 
 
 _STOPWORD_TEXT = """
-    a an and are as at be been but by can could did do does for from had has have how i if
-    in into is it its me my no not of on or our should so than that the their them then there
-    these they this to was we were what when where which who why will with would you your
+    a about above after again against all am an and any are as at be because been before
+    being below between both but by can could did do does doing down during each few for
+    from further had has have having he her here hers herself him himself his how i if in
+    into is it its itself just me more most my myself no nor not now of off on once only or
+    other our ours ourselves out over own same she should so some such than that the their
+    theirs them themselves then there these they this those through to too under until up
+    very was we were what when where which while who whom why will with would you your yours
+    yourself yourselves
 """
 STOPWORDS = frozenset(_STOPWORD_TEXT.split())
-"""English words a question is made of ("what does the user prefer"): left out of a query
-that has other words, since they match nearly everything and would outrank the words that
-matter when no entity has all of them. Quoted, they are searched like any word."""
+"""English function words, the Snowball/NLTK stopword list (plus "could", "would"): left out
+of a query that has other words, since they match nearly everything and outrank the words
+that matter ("what does the user prefer", "who should I tell about a leaked password"). A
+query of only such words is searched as it is; quoted, they are searched like any word."""
 
 
 def _without_stopwords(query: Query) -> None:

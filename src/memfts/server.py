@@ -56,12 +56,13 @@ READ = ToolAnnotations(
 
 SEARCH_DESCRIPTION = """\
 Search for nodes in the knowledge graph based on a query.
-Ranked full-text search (bm25) over entity names (weighted highest), entity types and \
-observations; best matches first, at most `limit` (default 20), with `total` saying how many \
-matched. Every word must appear somewhere in an entity (any field, any order); whole words rank \
-above word starts and words inside longer words ("auth" finds "authentication", "script" finds \
-"TypeScript"). If no entity has every word, the best partial matches come back (rare words \
-count more). Question words (what, does, the...) are ignored when the query has other words. \
+Ranked full-text search (bm25) over entity names, entity types and observations; best matches \
+first, at most `limit` (default 20), with `total` saying how many matched. Entities holding \
+every word (any field, any order, any form of it: "renewing" finds "renew") come first, then \
+the best partial matches fill the page (`withEveryWord` says how many hold every word). Words \
+as typed rank above their other forms, word starts and words inside longer words ("auth" finds \
+"authentication", "script" finds "TypeScript"). Common English words (what, does, the...) are \
+ignored when the query has other words. \
 Case and accents are ignored; Chinese/Japanese/Korean words are found inside longer runs. \
 A misspelt word that matches nothing is replaced by the closest indexed word \
 (`correctedQuery` says what was searched, `suggestions` lists the words).

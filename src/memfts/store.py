@@ -548,8 +548,8 @@ class Store:
         """Ranked full-text search: parse (``search.py``) -> rank (``ranking.py``) -> load.
 
         Entities containing every word of the query (in any field, any order, as a whole
-        word, a word start, or inside a longer word) come first, best bm25 first; if no
-        entity has them all, entities with some of the words, most words first. An empty
+        word, another form of it, a word start, or inside a longer word) come first, best
+        bm25 first; the rest of the page is the best of those with some of the words. An empty
         query lists the most recently changed entities. ``snippets`` adds the matching
         fragments; ``compact`` returns names, types and snippets only; ``depth`` (0-2) adds
         the entities related to the hits, after them.
@@ -588,6 +588,7 @@ class Store:
                 relations=None if compact else self._relations_of(db, entities),
                 total=found.total,
                 totalIsLowerBound=found.lower_bound or None,
+                withEveryWord=found.complete if found.complete < found.total else None,
                 correctedQuery=found.corrected,
                 suggestions=found.suggestions or None,
             )

@@ -44,8 +44,12 @@ bounded lookup."""
 MAX_OTHER_SPELLINGS = 16
 """Cap on the indexed words found through one word's spelling key."""
 
-MAX_WORD_VARIANTS = 32
-"""Cap on the other spellings and forms one query word is widened to."""
+MAX_WORD_FORMS = 32
+"""Cap on the other forms (same stem) one query word is widened to."""
+
+MAX_EXPANSION_SCAN = 2_000
+"""Vocabulary rows read per widening of a partial word, before the shortest are kept: the
+cost of a short fragment stays bounded however large the vocabulary grows."""
 
 KNOWN_WORDS_CACHE = 200_000
 """Most words one store remembers as already in ``search_terms`` (about 15 MB)."""
@@ -290,44 +294,60 @@ class Lookup:
     def __init__(self, db: apsw.Connection, stems: Stems) -> None:
         self.db = db
         self.stems = stems
-        self._spellings: dict[str, list[str]] = {}
         self._variants: dict[str, tuple[list[str], list[str]]] = {}
         self._containing: dict[str, list[str]] = {}
         self._closest: dict[str, str | None] = {}
         self._frequencies: dict[str, int] = {}
 
-    def other_spellings(self, word: str) -> list[str]:
-        """Indexed words spelt like ``word`` but for letters unicode61 does not fold:
-        ``yıldız`` for ``yildiz``, ``καφές`` for ``καφες`` (see sql/002)."""
-        if word not in self._spellings:
-            self._spellings[word] = [
-                term
-                for (term,) in self.db.execute(
-                    "SELECT term FROM search_terms WHERE loose = :key AND term != :word LIMIT :cap",
-                    {"key": loose_key(word), "word": word, "cap": MAX_OTHER_SPELLINGS},
-                )
+    def expand(self, words: Iterable[str]) -> None:
+        """Look up the variants and the containing words of all ``words`` in one statement
+        (:meth:`variants` and :meth:`words_containing` then answer from memory)."""
+        todo = [w for w in dict.fromkeys(words) if w not in self._variants]
+        if not todo:
+            return
+        selects: list[str] = []
+        params: dict[str, object] = {"scan": MAX_EXPANSION_SCAN, "cap": MAX_INFIX_EXPANSIONS}
+        for i, word in enumerate(todo):
+            params |= {f"w{i}": word, f"k{i}": loose_key(word), f"s{i}": self.stems(word)}
+            selects += [
+                f"SELECT * FROM (SELECT {i}, 0, term FROM search_terms "
+                f"WHERE loose = :k{i} AND term != :w{i} LIMIT {MAX_OTHER_SPELLINGS})",
+                f"SELECT * FROM (SELECT {i}, 1, term FROM search_terms "
+                f"WHERE stem = :s{i} AND loose != :k{i} LIMIT {MAX_WORD_FORMS})",
             ]
-        return self._spellings[word]
+            if len(word) < MIN_INFIX_LENGTH and not search.has_cjk(word):
+                continue
+            selects.append(
+                f"SELECT * FROM (SELECT {i}, 2, term FROM (SELECT term FROM search_terms "
+                f"WHERE term > :w{i} AND term < :w{i} || char(1114111) LIMIT :scan) "
+                "ORDER BY length(term), term LIMIT :cap)"
+            )
+            if len(word) >= MIN_INFIX_LENGTH:
+                params[f"q{i}"] = search.quote(word)
+                inside = (
+                    "id IN (SELECT rowid FROM search_terms_trigram "
+                    f"WHERE search_terms_trigram MATCH :q{i})"
+                )
+            else:  # one or two CJK characters: too short for the trigram index, scan the words
+                inside = f"instr(term, :w{i}) > 1"
+            selects.append(
+                f"SELECT * FROM (SELECT {i}, 3, term FROM (SELECT term FROM search_terms "
+                f"WHERE {inside} AND substr(term, 1, length(:w{i})) != :w{i} LIMIT :scan) "
+                "ORDER BY length(term), term LIMIT :cap)"
+            )
+        found: list[list[list[str]]] = [[[], [], [], []] for _ in todo]
+        for i, kind, term in self.db.execute("\nUNION ALL ".join(selects), params):
+            found[i][kind].append(term)
+        for word, (spellings, forms, starting, within) in zip(todo, found, strict=True):
+            self._variants[word] = (spellings, forms)
+            self._containing[word] = (starting + within)[:MAX_INFIX_EXPANSIONS]
 
     def variants(self, word: str) -> tuple[list[str], list[str]]:
-        """``(spellings, forms)``: the indexed words spelt like ``word`` (see
-        :meth:`other_spellings`) and those of the same stem (its other forms: ``renewing`` for
-        ``renew``), neither holding ``word`` itself, at most :data:`MAX_WORD_VARIANTS`."""
-        if word not in self._variants:
-            spellings: list[str] = []
-            forms: list[str] = []
-            for term, same_key in self.db.execute(
-                "SELECT term, loose = :key FROM search_terms "
-                "WHERE (loose = :key OR stem = :stem) AND term != :word LIMIT :cap",
-                {
-                    "key": loose_key(word),
-                    "stem": self.stems(word),
-                    "word": word,
-                    "cap": MAX_WORD_VARIANTS,
-                },
-            ):
-                (spellings if same_key else forms).append(term)
-            self._variants[word] = (spellings, forms)
+        """``(spellings, forms)``: the indexed words spelt like ``word`` but for letters
+        unicode61 does not fold (``yıldız`` for ``yildiz``, ``καφές`` for ``καφες``: see
+        sql/002), and the other indexed words of the same stem (its forms: ``renewing`` for
+        ``renew``); neither holds ``word`` itself."""
+        self.expand([word])
         return self._variants[word]
 
     def words_containing(self, word: str) -> list[str]:
@@ -337,39 +357,8 @@ class Lookup:
         Read from the vocabulary table rather than with an FTS ``word*`` query: a prefix query
         merges the lists of every word with that prefix, which is slow for short prefixes.
         """
-        if word not in self._containing:
-            self._containing[word] = self._find_words_containing(word)
+        self.expand([word])
         return self._containing[word]
-
-    def _find_words_containing(self, word: str) -> list[str]:
-        cap = MAX_INFIX_EXPANSIONS
-        if len(word) < MIN_INFIX_LENGTH and not search.has_cjk(word):
-            return []
-        starting = [
-            term
-            for (term,) in self.db.execute(
-                "SELECT term FROM search_terms "
-                "WHERE term > :word AND term < :word || char(1114111) "
-                "ORDER BY length(term), term LIMIT :cap",
-                {"word": word, "cap": cap},
-            )
-        ]
-        params = {"word": word, "match": search.quote(word), "cap": cap - len(starting)}
-        if len(word) >= MIN_INFIX_LENGTH:
-            rows = self.db.execute(
-                "SELECT term FROM search_terms WHERE id IN (SELECT rowid FROM search_terms_trigram "
-                "WHERE search_terms_trigram MATCH :match) "
-                "AND substr(term, 1, length(:word)) != :word "
-                "ORDER BY length(term), term LIMIT :cap",
-                params,
-            )
-        else:  # one or two CJK characters: too short for the trigram index, scan the words
-            rows = self.db.execute(
-                "SELECT term FROM search_terms WHERE instr(term, :word) > 1 "
-                "ORDER BY length(term), term LIMIT :cap",
-                params,
-            )
-        return starting + [term for (term,) in rows]
 
     def document_frequency(self, term: str) -> int:
         """How many rows (observations plus entities) hold ``term`` as a whole word."""
