@@ -41,6 +41,18 @@ def store(db_path: Path) -> Iterator[Store]:
     s.close()
 
 
+NODE_DIR = ROOT / "tests" / "node"
+
+
+def node_tool(name: str) -> Path:
+    """A command of the npm packages the tests drive (Claude Code's CLI, the official memory
+    server), installed from ``tests/node/package.json`` by ``.ci/run``."""
+    path = NODE_DIR / "node_modules" / ".bin" / name
+    if not path.exists():
+        pytest.fail(f"{path} is missing: run `npm install --prefix tests/node` (.ci/run does)")
+    return path
+
+
 def memfts_command() -> list[str]:
     """The installed console script, run by the interpreter running the tests."""
     return [sys.executable, "-m", "memfts"]

@@ -28,6 +28,8 @@ if TYPE_CHECKING:  # the store pulls in apsw: imported when a command needs it
     from memfts.store import Store
 
 DB_ENV = "MEMORY_DB_PATH"
+FILE_ENV = "MEMORY_FILE_PATH"
+"""The official server's variable: memfts keeps its database beside that file and follows it."""
 
 
 def default_db_path() -> Path:
@@ -41,9 +43,23 @@ def default_db_path() -> Path:
     return base / "memfts" / "memory.db"
 
 
+def followed_file(option: str | None) -> Path | None:
+    """The official server's ``$MEMORY_FILE_PATH``, when it decides where the database is:
+    set, with neither ``--db`` nor ``$MEMORY_DB_PATH`` (a config that swapped the official
+    command for ``memfts`` and kept its variable)."""
+    raw = os.environ.get(FILE_ENV)
+    if option or os.environ.get(DB_ENV) or not raw:
+        return None
+    return Path(raw).expanduser().absolute()
+
+
 def resolve_db_path(option: str | None) -> Path:
-    """``--db``, else ``$MEMORY_DB_PATH``, else :func:`default_db_path`; ``~`` expanded,
-    relative paths taken from the working directory."""
+    """``--db``, else ``$MEMORY_DB_PATH``, else beside ``$MEMORY_FILE_PATH``'s file (its name
+    with ``.memfts.db``), else :func:`default_db_path`; ``~`` expanded, relative paths taken
+    from the working directory."""
+    followed = followed_file(option)
+    if followed is not None:
+        return followed.with_name(followed.stem + ".memfts.db")
     raw = option or os.environ.get(DB_ENV) or str(default_db_path())
     return Path(raw).expanduser().absolute()
 
@@ -72,6 +88,10 @@ def size_text(n: int) -> str:
             return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
+
+
+def _counted(n: int, one: str, many: str | None = None) -> str:
+    return f"{n:,} {one if n == 1 else (many or one + 's')}"
 
 
 def _json_out(data: Any) -> None:
@@ -103,15 +123,19 @@ def db_option(fn: Any) -> Any:
         "--db",
         "db",
         metavar="PATH",
-        help=f"Database file (default: ${DB_ENV}, else {default_db_path()}).",
+        help=f"Database file (default: ${DB_ENV}, else beside ${FILE_ENV}'s file, else "
+        f"{default_db_path()}).",
     )(fn)
 
 
+def _db_option(db: str | None) -> str | None:
+    """The subcommand's ``--db``, else the group's ``--db``."""
+    return db or click.get_current_context().find_root().params.get("db")
+
+
 def _db(db: str | None) -> Path:
-    """The subcommand's ``--db``, else the group's ``--db``, else the usual resolution."""
-    ctx = click.get_current_context()
-    group_db = ctx.find_root().params.get("db")
-    return resolve_db_path(db or group_db)
+    """The database the command works on (see :func:`resolve_db_path`)."""
+    return resolve_db_path(_db_option(db))
 
 
 @contextmanager
@@ -199,6 +223,7 @@ def serve(
         token = http_transport.load_token(token_file)
         http_transport.check_exposure(host, token)  # before opening anything
         with _open_store(db, create=True) as store:
+            _follow(store, db)
             _out(
                 f"memfts: serving {store.path} at http://{http_transport.url_host(host)}:{port}"
                 f"/mcp ({'bearer token required' if token else 'no token: loopback only'})",
@@ -212,6 +237,7 @@ def serve(
     from memfts.stdio import run_stdio
 
     with _open_store(db, create=True) as store:
+        _follow(store, db)
         server = build_server(store)
         _stop_on_signals(store, server)
         if sys.stdin.isatty():  # a person ran it by hand: say what it is waiting for
@@ -221,6 +247,42 @@ def serve(
                 err=True,
             )
         anyio.run(run_stdio, server)
+
+
+def _follow(store: Store, db: str | None) -> None:
+    """With only ``$MEMORY_FILE_PATH`` set, merge what the official server's file gained since
+    the last start (all of it, the first time): one transaction, said on stderr."""
+    from memfts.transfer import Problem, follow_jsonl
+
+    path = followed_file(_db_option(db))
+    if path is None:
+        return
+
+    def report(problem: Problem) -> None:
+        _out(f"memfts: {problem}; skipped", err=True)
+
+    result = follow_jsonl(store, path, on_problem=report)
+    if result is None or not result.lines:
+        return
+    c = result.counts
+    added = (
+        f"{_counted(c.entities_added, 'entity', 'entities')}, "
+        f"{_counted(c.observations_added, 'observation')} and "
+        f"{_counted(c.relations_added, 'relation')} added"
+    )
+    if result.first:
+        _out(
+            f"memfts: imported {path} (${FILE_ENV}, the official server's file; only read) "
+            f"into {store.path} in one transaction: {added}. Later starts merge what it "
+            "gains; what is deleted there is not deleted here",
+            err=True,
+        )
+    else:
+        _out(
+            f"memfts: merged what {path} gained since the last start "
+            f"({_counted(result.lines, 'new or changed line')}): {added}",
+            err=True,
+        )
 
 
 def _stop_on_signals(store: Store, server: MemoryServer) -> None:

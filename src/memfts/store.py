@@ -380,35 +380,104 @@ class Store:
         A new entity is created; an existing one keeps its type and gains the observations
         it lacks. Relations already present are skipped.
         """
-        counts = ImportCounts()
-        now = _now_us()
         with self._write() as db:
-            for entity in entities:
-                created_id = _insert_entity(db, entity, now)
-                existing = created_id is None
-                if created_id is None:
-                    counts.entities_skipped += 1
-                    entity_id = int(
-                        db.execute("SELECT id FROM entities WHERE name = ?", (entity.name,)).get
-                    )
-                else:
-                    counts.entities_added += 1
-                    entity_id = created_id
-                added = len(_insert_observations(db, entity_id, entity.observations))
-                if added and existing:  # changed now, as with add_observations
-                    db.execute("UPDATE entities SET updated_at = ? WHERE id = ?", (now, entity_id))
-                counts.observations_added += added
-                counts.observations_skipped += len(entity.observations) - added
-            for r in relations:
-                if _insert_relation(db, r):
-                    counts.relations_added += 1
-                else:
-                    counts.relations_skipped += 1
-            words = self._known_words.remember(
-                db, (t for e in entities for t in (e.name, e.entityType, *e.observations))
-            )
+            counts, words = self._merge(db, entities, relations)
         self._known_words.learned(words)
         return counts
+
+    def _merge(
+        self, db: apsw.Connection, entities: Sequence[Entity], relations: Sequence[Relation]
+    ) -> tuple[ImportCounts, set[str]]:
+        """:meth:`import_batch` inside the caller's transaction; also the words to learn."""
+        counts = ImportCounts()
+        now = _now_us()
+        for entity in entities:
+            created_id = _insert_entity(db, entity, now)
+            existing = created_id is None
+            if created_id is None:
+                counts.entities_skipped += 1
+                entity_id = int(
+                    db.execute("SELECT id FROM entities WHERE name = ?", (entity.name,)).get
+                )
+            else:
+                counts.entities_added += 1
+                entity_id = created_id
+            added = len(_insert_observations(db, entity_id, entity.observations))
+            if added and existing:  # changed now, as with add_observations
+                db.execute("UPDATE entities SET updated_at = ? WHERE id = ?", (now, entity_id))
+            counts.observations_added += added
+            counts.observations_skipped += len(entity.observations) - added
+        for r in relations:
+            if _insert_relation(db, r):
+                counts.relations_added += 1
+            else:
+                counts.relations_skipped += 1
+        words = self._known_words.remember(
+            db, (t for e in entities for t in (e.name, e.entityType, *e.observations))
+        )
+        return counts, words
+
+    # ---- following the official server's file (MEMORY_FILE_PATH) --------------------------
+
+    def followed_file(self, path: Path) -> tuple[int, int] | None:
+        """The size and modification time (ns) ``path`` had when it was last merged."""
+        with self._read() as db:
+            row = db.execute(
+                "SELECT size, mtime_ns FROM followed_files WHERE path = :path",
+                {"path": str(path)},
+            ).fetchone()
+        return None if row is None else (int(row[0]), int(row[1]))
+
+    def unseen_lines(self, path: Path, hashes: Sequence[bytes]) -> set[bytes]:
+        """Which of these line hashes were never merged from ``path``."""
+        with self._read() as db:
+            seen = {
+                bytes(h)
+                for (h,) in db.execute(
+                    "SELECT hash FROM followed_lines WHERE path = :path",
+                    {"path": str(path)},
+                )
+            }
+        return set(hashes) - seen
+
+    def merge_followed(
+        self,
+        path: Path,
+        size: int,
+        mtime_ns: int,
+        lines: Sequence[tuple[bytes, Entity | Relation | None]],
+    ) -> tuple[ImportCounts, int]:
+        """Merge the lines of ``path`` never merged before (a line that is None is recorded,
+        not merged: it was malformed), and record them and the file's size and modification
+        time, in one transaction: a start interrupted half-way merged nothing. Returns what
+        was added and how many of the lines were new (another process starting on the same
+        file may have merged them first)."""
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO followed_files(path, size, mtime_ns, merged_at) "
+                "VALUES (:path, :size, :mtime_ns, :now) ON CONFLICT(path) DO UPDATE SET "
+                "size = :size, mtime_ns = :mtime_ns, merged_at = :now",
+                {"path": str(path), "size": size, "mtime_ns": mtime_ns, "now": _now_us()},
+            )
+            entities: list[Entity] = []
+            relations: list[Relation] = []
+            new_lines = 0
+            for line_hash, item in lines:
+                new = db.execute(
+                    "INSERT INTO followed_lines(path, hash) VALUES (:path, :hash) "
+                    "ON CONFLICT DO NOTHING RETURNING 1",
+                    {"path": str(path), "hash": line_hash},
+                ).get
+                if new is None:  # merged meanwhile by another process starting on this file
+                    continue
+                new_lines += 1
+                if isinstance(item, Entity):
+                    entities.append(item)
+                elif isinstance(item, Relation):
+                    relations.append(item)
+            counts, words = self._merge(db, entities, relations)
+        self._known_words.learned(words)
+        return counts, new_lines
 
     # ---- reads ---------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ The format is detected from the content, not the file name: a SQLite file starts
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -524,6 +525,69 @@ def import_file(
             ):
                 flush()
         flush()
+    return result
+
+
+# ---- following the official server's file (MEMORY_FILE_PATH) --------------------------------
+
+
+@dataclass
+class FollowResult:
+    """What one start merged from the followed file."""
+
+    first: bool
+    """Nothing had been merged from this file before: the whole file came in."""
+    lines: int = 0
+    """Lines merged now, never merged before (new or changed entities and relations)."""
+    counts: ImportCounts = field(default_factory=ImportCounts)
+    malformed: int = 0
+
+
+def follow_jsonl(
+    store: Store, path: Path, *, on_problem: Callable[[Problem], None] = lambda p: None
+) -> FollowResult | None:
+    """Merge what the official server's ``path`` holds that was never merged before, in one
+    transaction; None if there was nothing to read (no file yet, or unchanged since).
+
+    The official server rewrites the whole file on each change, so what it wrote since the
+    last merge is the lines never seen before: new entities and relations, and entities it
+    changed (merged again: they gain the observations they lack). What it deleted is not
+    deleted here: a merge only adds. The file itself is only read.
+    """
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None  # the official server creates it at its first write; so will we, here
+    except OSError as exc:
+        raise TransferError(f"cannot read {path} (MEMORY_FILE_PATH): {exc.strerror}") from None
+    recorded = store.followed_file(path)
+    if recorded == (info.st_size, info.st_mtime_ns):
+        return None
+    if isinstance(open_source(path), SqliteSource):
+        raise TransferError(
+            f"{path} (MEMORY_FILE_PATH) is a SQLite database, not the official server's JSON "
+            "lines: set MEMORY_DB_PATH to it instead"
+        )
+    lines: list[tuple[int, bytes, bytes]] = []  # number, hash, raw
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            text = (raw.removeprefix(UTF8_BOM) if number == 1 else raw).strip()
+            if text:
+                lines.append((number, hashlib.sha256(text).digest()[:16], text))
+    unseen = store.unseen_lines(path, [h for _, h, _ in lines])
+    result = FollowResult(first=recorded is None)
+    merged: list[tuple[bytes, Entity | Relation | None]] = []
+    for number, line_hash, text in lines:
+        if line_hash not in unseen:
+            continue
+        unseen.discard(line_hash)  # a line repeated in the file is merged once
+        item = parse_line(text, f"{path.name} line {number}")
+        if isinstance(item, Problem):
+            result.malformed += 1
+            on_problem(item)
+            item = None
+        merged.append((line_hash, item))
+    result.counts, result.lines = store.merge_followed(path, info.st_size, info.st_mtime_ns, merged)
     return result
 
 
