@@ -1,13 +1,23 @@
-"""Store-level search latency of memfts, per query class, on a cached synthetic graph.
+"""Search latency of memfts per query class, and SQL statements per search, on a cached graph.
 
-    python bench/quick.py --entities 100000            # builds bench/data/ once, then ~1 min
-    python bench/quick.py --entities 100000 --only common --profile
+    python bench/quick.py --entities 100000                # synthetic graph, in-process
+    python bench/quick.py --corpus debian                  # ~63,000 Debian packages (real text)
+    python bench/quick.py --corpus debian --mcp            # through a real stdio server
     python bench/quick.py --entities 100000 --statements   # SQL statements per search, by kind
+    python bench/quick.py --entities 100000 --only common --profile
 
-For iterating on the search (``search.py``, ``vocabulary.py``, ``ranking.py``): it calls
-``Store.search_nodes`` in-process (no MCP), so the figures are the search itself. The database
-is built once per size and seed (``Store.import_batch``, 1,000 entities per transaction) and
-reused; ``--rebuild`` redoes it.
+For iterating on the search (``search.py``, ``vocabulary.py``, ``ranking.py``). In-process it
+calls ``Store.search_nodes`` (the search itself); with ``--mcp`` it times ``tools/call``
+round trips to a ``memfts`` stdio server through a raw pipe (``protocol.RawPipeClient``),
+which adds the MCP layer and the JSON of the result. The databases are built once and reused
+(``--rebuild`` redoes them): the synthetic graph of ``corpus.py`` per size and seed, and the
+Debian graph from this machine's apt index (``apt-cache dumpavail``: name = package, type =
+section, one observation = the description, cached in ``bench/data/debian-full.jsonl.gz``).
+
+Query classes. Synthetic: ``rare`` (the rarest word of an entity), ``medium`` (Zipf rank
+100-1,000), ``common`` (the 5 commonest words), ``2-4 words`` (2, 3 or 4 consecutive words of an
+observation). Debian: ``rare``, ``2-4 words`` the same way from descriptions, ``common`` (the 5
+commonest words of the descriptions that are not stopwords: "library", "module"...).
 """
 
 from __future__ import annotations
@@ -15,31 +25,43 @@ from __future__ import annotations
 import argparse
 import collections
 import cProfile
+import gzip
+import json
 import pstats
+import random
+import re
 import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import apsw
 
-from corpus import SEED, QuerySet, ensure_jsonl, read_jsonl
-from measure import Summary, db_path, ensure_db, time_calls
+from corpus import DATA_DIR, SEED, QuerySet, ensure_jsonl, read_jsonl
+from measure import LoadReport, Summary, db_path, ensure_db, load_store, schema_tag, time_calls
+from memfts.search import STOPWORDS
 from memfts.store import Store
+from protocol import RawPipeClient, memfts_command
 from revision import use_revision
+
+DEBIAN_FILE = DATA_DIR / "debian-full.jsonl.gz"
+"""The apt index as official-JSONL entities (shared with relevance_debian.py --full)."""
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--entities", type=int, default=100_000)
+    parser.add_argument("--corpus", choices=("synthetic", "debian"), default="synthetic")
+    parser.add_argument("--entities", type=int, default=100_000, help="synthetic graph size")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--rev", help="measure this commit's src/ (default: the working tree)")
     parser.add_argument("--limit", type=int, default=20, help="search_nodes limit")
     parser.add_argument("--per-class", type=int, default=20, help="distinct queries per class")
     parser.add_argument("--rounds", type=int, default=3, help="timed passes over the queries")
-    parser.add_argument("--only", help="one class: rare, medium, common or 3-word")
+    parser.add_argument("--only", help="one class: rare, medium, common, 2-4 words")
     parser.add_argument("--query", action="append", help="time these queries instead")
+    parser.add_argument("--mcp", action="store_true", help="through a real stdio server")
     parser.add_argument("--profile", action="store_true", help="cProfile the timed calls")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the cached database")
     parser.add_argument(
@@ -49,53 +71,163 @@ def main() -> None:
     code = use_revision(args.rev)
     print(f"memfts code measured: {code}", flush=True)
 
-    if args.rebuild:
-        db_path(args.entities, args.seed).unlink(missing_ok=True)
-    path, report = ensure_db(args.entities, args.seed)
+    if args.corpus == "debian":
+        path, report, classes = debian(args.per_class, args.seed, args.rebuild)
+    else:
+        path, report, classes = synthetic(args.entities, args.per_class, args.seed, args.rebuild)
     print(
         f"{path.name}: {report.entities:,} entities, {report.observations:,} "
-        f"observations, {report.relations:,} relations in {report.seconds:.1f} s "
-        f"({report.observations_per_s:,.0f} observations/s)"
+        f"observations, {report.relations:,} relations, loaded in {report.seconds:.1f} s"
     )
-    entities, _ = read_jsonl(ensure_jsonl(args.entities, args.seed))
-    classes = QuerySet.draw(entities, args.per_class, args.seed).classes
     if args.query:
         classes = {"given": args.query}
     elif args.only:
         classes = {args.only: classes[args.only]}
-    del entities
     if args.statements:
         count_statements(path, classes, args.limit)
-        return
+    elif args.mcp:
+        time_mcp(path, classes, args.limit, args.rounds)
+    else:
+        time_store(path, classes, args.limit, args.rounds, args.profile)
 
+
+# ---- the graphs and their queries ------------------------------------------------------------
+
+
+def synthetic(
+    entities: int, per_class: int, seed: int, rebuild: bool
+) -> tuple[Path, LoadReport, dict[str, list[str]]]:
+    if rebuild:
+        db_path(entities, seed).unlink(missing_ok=True)
+    path, report = ensure_db(entities, seed)
+    records, _ = read_jsonl(ensure_jsonl(entities, seed))
+    classes = QuerySet.draw(records, per_class, seed).classes
+    rng = random.Random(seed)
+    observations = [o for r in rng.sample(records, per_class * 4) for o in r["observations"]]  # type: ignore[union-attr]
+    classes["2-4 words"] = consecutive_words(observations, per_class, rng)
+    del classes["3-word"]
+    return path, report, classes
+
+
+def debian(
+    per_class: int, seed: int, rebuild: bool
+) -> tuple[Path, LoadReport, dict[str, list[str]]]:
+    records = debian_records()
+    path = DATA_DIR / f"memfts-debian-{schema_tag()}.db"
+    load_file = path.with_suffix(".load.json")
+    if rebuild:
+        path.unlink(missing_ok=True)
+    if path.exists() and load_file.exists():
+        report = LoadReport(**json.loads(load_file.read_text()))
+    else:
+        tmp = path.with_name(path.stem + ".building.db")
+        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+            leftover.unlink(missing_ok=True)
+        report = load_store(tmp, (records, []), 1000)
+        tmp.rename(path)
+        load_file.write_text(json.dumps(report.__dict__))
+    rng = random.Random(seed)
+    descriptions = [str(r["observations"][0]) for r in records]  # type: ignore[index]
+    counts = collections.Counter(
+        w for d in descriptions for w in set(words_of(d)) if w not in STOPWORDS and len(w) > 2
+    )
+    sample = rng.sample(descriptions, per_class * 4)
+    rare = list(dict.fromkeys(min(words_of(d), key=lambda w: counts[w]) for d in sample))
+    return (
+        path,
+        report,
+        {
+            "rare": rare[:per_class],
+            "common": [w for w, _ in counts.most_common(5)],
+            "2-4 words": consecutive_words(sample, per_class, rng),
+        },
+    )
+
+
+def debian_records() -> list[dict[str, object]]:
+    """Every package of the apt index as an entity, cached in ``bench/data/``."""
+    if not DEBIAN_FILE.exists():
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from relevance_debian import full_index  # builds the cache from apt-cache dumpavail
+
+        full_index()
+    with gzip.open(DEBIAN_FILE, "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def words_of(text: str) -> list[str]:
+    return [w.lower() for w in re.findall(r"[A-Za-z][A-Za-z0-9]+", text)]
+
+
+def consecutive_words(texts: list[str], count: int, rng: random.Random) -> list[str]:
+    """``count`` queries of 2, 3 or 4 consecutive words of the texts, as written."""
+    queries: list[str] = []
+    for text in texts:
+        words = re.findall(r"[\w+#.-]+", text)
+        k = rng.choice((2, 3, 4))
+        if len(words) >= k:
+            start = rng.randrange(len(words) - k + 1)
+            queries.append(" ".join(w.strip(",.!") for w in words[start : start + k]))
+    return list(dict.fromkeys(queries))[:count]
+
+
+# ---- timing ------------------------------------------------------------------------------------
+
+
+def time_store(
+    path: Path, classes: dict[str, list[str]], limit: int, rounds: int, profile: bool
+) -> None:
     store = Store(path)
-    profiler = cProfile.Profile() if args.profile else None
-    print(f"search_nodes limit={args.limit}, rounds={args.rounds}")
+    profiler = cProfile.Profile() if profile else None
+    print(f"in-process Store.search_nodes, limit={limit}, rounds={rounds}")
     try:
         for name, queries in classes.items():
-            hits: list[int] = []
+            totals: list[int] = []
 
-            def search(q: str, hits: list[int] = hits) -> object:
-                result = store.search_nodes(q, args.limit)
-                hits.append(result.total)
+            def search(q: str, totals: list[int] = totals) -> object:
+                result = store.search_nodes(q, limit)
+                totals.append(result.total)
                 return result
 
             if profiler:
                 profiler.enable()
             started = time.perf_counter()
-            times = time_calls(search, queries, args.rounds)
+            times = time_calls(search, queries, rounds)
             elapsed = time.perf_counter() - started
             if profiler:
                 profiler.disable()
             print(
-                f"  {name:7} {len(queries):3} queries  {Summary.of(times)}  "
-                f"median total {statistics.median(hits):>9,.0f}  ({elapsed:.1f} s)"
+                f"  {name:10} {len(queries):3} queries  {Summary.of(times)}  "
+                f"median total {statistics.median(totals):>9,.0f}  ({elapsed:.1f} s)"
             )
             sys.stdout.flush()
     finally:
         store.close()
     if profiler:
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(20)
+
+
+def time_mcp(path: Path, classes: dict[str, list[str]], limit: int, rounds: int) -> None:
+    command, env = memfts_command(path)
+    with RawPipeClient(command, env) as client:
+        print(f"MCP tools/call search_nodes over stdio (raw pipe), limit={limit}, rounds={rounds}")
+        for name, queries in classes.items():
+            sizes: list[int] = []
+
+            def call(q: str, sizes: list[int] = sizes) -> object:
+                result, size = client.call_tool("search_nodes", {"query": q, "limit": limit})
+                sizes.append(size)
+                return result
+
+            times = time_calls(call, queries, rounds)
+            print(
+                f"  {name:10} {len(queries):3} queries  {Summary.of(times)}  "
+                f"median answer {statistics.median(sizes) / 1000:,.1f} kB"
+            )
+            sys.stdout.flush()
+
+
+# ---- statements --------------------------------------------------------------------------------
 
 
 STATEMENT_ROLES: list[tuple[str, Callable[[str], bool]]] = [
@@ -113,22 +245,23 @@ STATEMENT_ROLES: list[tuple[str, Callable[[str], bool]]] = [
 
 def statement_kinds(classes: dict[str, list[str]]) -> dict[str, list[tuple[str, dict[str, Any]]]]:
     """The kinds of search whose SQL statements are counted: (query, search_nodes options)."""
-    medium, phrases = classes["medium"], classes["3-word"]
-    rare, common = classes["rare"], classes["common"]
+    phrases = classes["2-4 words"]
+    rare = classes["rare"]
+    single = classes.get("medium", rare)
     return {
-        "1 word": [(q, {}) for q in medium],
+        "1 word": [(q, {}) for q in single],
         "2 words": [(" ".join(p.split()[:2]), {}) for p in phrases],
-        "3 words": [(p, {}) for p in phrases],
-        "common word": [(q, {}) for q in common],
+        "2-4 words": [(p, {}) for p in phrases],
+        "common word": [(q, {}) for q in classes["common"]],
         "typo": [(q[:2] + q[3] + q[2] + q[4:], {}) for q in rare if len(q) > 4],
-        "1 word + snippets": [(q, {"snippets": True}) for q in medium],
+        "1 word + snippets": [(q, {"snippets": True}) for q in single],
         "question, snippets, depth 1": [
             (f"how do we use {p} here", {"snippets": True, "depth": 1}) for p in phrases
         ],
     }
 
 
-def count_statements(path: Any, classes: dict[str, list[str]], limit: int) -> None:
+def count_statements(path: Path, classes: dict[str, list[str]], limit: int) -> None:
     """Mean SQL statements per ``search_nodes`` call, by kind of search and by role.
 
     Counted with APSW's exec trace on every connection the store opens (statements run by
@@ -145,7 +278,6 @@ def count_statements(path: Any, classes: dict[str, list[str]], limit: int) -> No
 
     apsw.connection_hooks.append(hook)
     store = Store(path)
-    apsw.connection_hooks.remove(hook)
     roles = [name for name, _ in STATEMENT_ROLES] + ["other"]
     print(f"SQL statements per search_nodes call (mean), limit={limit}")
     print(f"| kind | queries | statements | {' | '.join(roles)} |")
@@ -164,6 +296,7 @@ def count_statements(path: Any, classes: dict[str, list[str]], limit: int) -> No
             print(f"| {kind} | {n} | {sum(by_role.values()) / n:.1f} | {cells} |")
     finally:
         store.close()
+        apsw.connection_hooks.remove(hook)
 
 
 if __name__ == "__main__":

@@ -64,6 +64,7 @@ def test_wheel_ships_the_schema_inside_the_package(wheel: Path) -> None:
             assert packaged in names, f"{packaged} missing from {wheel.name}"
             assert archive.read(packaged) == sql.read_bytes()
         assert "memfts/__main__.py" in names
+        assert "memfts/synonyms.txt" in names  # the shipped synonym table
         entry_points = archive.read(
             next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
         ).decode()

@@ -29,7 +29,7 @@ filled with the best partial matches, by score.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from memfts import search, vocabulary
 
@@ -37,6 +37,10 @@ ENTITY_WEIGHTS = (1.0, 1.0)
 """bm25 column weights of (name, entity_type); an observation counts 1. A name is short, so a
 word in it already scores high; weighing it more let a generic word in a name ("make", "host")
 outrank a description that answers the query (measured in bench/RELEVANCE.md)."""
+
+SYNONYM_FACTOR = 0.6
+"""A synonym from the table (``kubernetes`` for ``k8s``) scores this share of the word typed;
+it counts for the clause but not as a whole-word hit."""
 
 FORM_FACTOR = 0.8
 """Another form of a query word (``renewed`` for ``renewing``) scores this share of the word
@@ -134,11 +138,17 @@ class Arm:
     table: str
     match: str
     kind: str
-    """``word`` (as typed, or spelt another way), ``form`` (same stem) or ``partial``."""
+    """``word`` (as typed, or spelt another way), ``form`` (same stem), ``synonym`` (from the
+    synonym table, in any form) or ``partial``."""
 
     @property
     def factor(self) -> float:
-        return {"word": 1.0, "form": FORM_FACTOR, "partial": PARTIAL_MATCH_FACTOR}[self.kind]
+        return {
+            "word": 1.0,
+            "form": FORM_FACTOR,
+            "synonym": SYNONYM_FACTOR,
+            "partial": PARTIAL_MATCH_FACTOR,
+        }[self.kind]
 
     def hits_sql(self, key: str, clause: int) -> Sql:
         """``(entity_id, clause, score, whole)`` rows; its parameters are named ``key_*``.
@@ -186,11 +196,12 @@ class Planned:
         """Its words, if nothing holds them, not even inside longer words (typo candidates)."""
         if self.size or any(a.kind == "partial" for a in self.arms):
             return []
-        return [w for t in self.clause.terms for w in t.words]
+        return [w for t in self.clause.terms if not t.synonym for w in t.words]
 
 
 def _arms(vocab: vocabulary.Lookup, clause: search.Clause) -> list[Arm]:
-    """The FTS lookups answering one clause: whole words, then other forms and partial words."""
+    """The FTS lookups answering one clause: whole words, then other forms, synonyms and
+    partial words at a discount."""
     arms: list[Arm] = []
     for term in clause.terms:
         tables = ("entities_fts",) if term.name_only else TABLES
@@ -198,14 +209,16 @@ def _arms(vocab: vocabulary.Lookup, clause: search.Clause) -> list[Arm]:
         expressions: list[tuple[str, str]] = []
         single = len(term.words) == 1 and not term.prefix
         spellings, forms = vocab.variants(term.words[0]) if single else ([], [])
+        typed = "synonym" if term.synonym else "word"
         if spellings:
-            expressions.append(("word", search.any_of_expression([term.words[0], *spellings])))
+            expressions.append((typed, search.any_of_expression([term.words[0], *spellings])))
         else:
-            expressions.append(("word", search.whole_expression(term)))
+            expressions.append((typed, search.whole_expression(term)))
         # a quoted word is that word, however spelt; unquoted, any of its forms too
         if forms and not term.exact:
-            expressions.append(("form", search.any_of_expression(forms)))
-        if single and not term.exact:
+            kind = "synonym" if term.synonym else "form"
+            expressions.append((kind, search.any_of_expression(forms)))
+        if single and not (term.exact or term.synonym):
             seen = {*spellings, *forms}
             containing = [w for w in vocab.words_containing(term.words[0]) if w not in seen]
             if containing:
@@ -513,6 +526,12 @@ def _latest(
     )
 
 
+def _corrected_term(term: search.Term, corrections: dict[str, str]) -> search.Term:
+    if term.synonym:
+        return term
+    return replace(term, words=tuple(corrections.get(w, w) for w in term.words))
+
+
 def _corrected(
     vocab: vocabulary.Lookup, query: search.Query, limit: int, types: list[str]
 ) -> Ranking | None:
@@ -526,12 +545,9 @@ def _corrected(
         required=[
             search.Clause(
                 tuple(
-                    search.Term(
-                        tuple(corrections.get(w, w) for w in t.words),
-                        t.prefix,
-                        t.exact,
-                        t.name_only,
-                    )
+                    t
+                    if t.synonym
+                    else replace(t, words=tuple(corrections.get(w, w) for w in t.words))
                     for t in c.terms
                 )
             )

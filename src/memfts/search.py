@@ -17,6 +17,7 @@ import threading
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import apsw
 
@@ -90,6 +91,8 @@ class Term:
     prefix: bool = False
     exact: bool = False
     name_only: bool = False
+    synonym: bool = False
+    """Not typed: added from the synonym table as another way to say a typed word or phrase."""
 
     @property
     def text(self) -> str:
@@ -116,7 +119,8 @@ class Query:
 
     @property
     def words(self) -> list[str]:
-        return [w for c in self.required for t in c.terms for w in t.words]
+        """The words typed (not those the synonym table added)."""
+        return [w for c in self.required for t in c.terms if not t.synonym for w in t.words]
 
 
 _PIECE = re.compile(
@@ -135,8 +139,22 @@ _PIECE = re.compile(
 _BARE_FIELD = re.compile(r"-?(name|type|entitytype):", re.IGNORECASE)
 
 
-def parse(text: str, tokenize: Tokenize = query_words) -> Query:
-    """Read the query syntax; whatever is not syntax is plain words. Never raises."""
+class Synonyms(Protocol):
+    """The synonym table, as the parser sees it (:class:`memfts.vocabulary.Synonyms`)."""
+
+    longest: int
+    """Most words in one entry."""
+
+    def alternatives(self, words: tuple[str, ...]) -> list[tuple[str, ...]]:
+        """Other ways to say ``words`` (index words), or none."""
+        ...
+
+
+def parse(text: str, tokenize: Tokenize = query_words, synonyms: Synonyms | None = None) -> Query:
+    """Read the query syntax; whatever is not syntax is plain words. Never raises.
+
+    With ``synonyms``, a word or run of words that has synonyms becomes a clause matching any
+    of them (see :func:`_with_synonyms`)."""
     query = Query(text=text)
     pending_or = False
     negate_next = False
@@ -195,8 +213,44 @@ def parse(text: str, tokenize: Tokenize = query_words) -> Query:
             break
         _add(query, term, negative, or_with_previous=pending_or)
         pending_or = False
+    if synonyms is not None:
+        query.required = _with_synonyms(query.required, synonyms)
     _without_stopwords(query)
     return query
+
+
+def _plain_word(clause: Clause) -> str | None:
+    """The word of a clause that is one plain typed word (no quotes, star, field, OR)."""
+    if len(clause.terms) != 1:
+        return None
+    term = clause.terms[0]
+    if len(term.words) != 1 or term.prefix or term.exact or term.name_only:
+        return None
+    return term.words[0]
+
+
+def _with_synonyms(clauses: list[Clause], synonyms: Synonyms) -> list[Clause]:
+    """Each plain word, or run of plain words, with an entry in the synonym table becomes one
+    clause: the words as typed (a phrase if several) or any of their synonyms. The longest
+    entry wins: ``single sign on`` becomes ``"single sign on" OR sso``."""
+    out: list[Clause] = []
+    i = 0
+    while i < len(clauses):
+        for n in range(min(synonyms.longest, len(clauses) - i), 0, -1):
+            words = [_plain_word(c) for c in clauses[i : i + n]]
+            if None in words:
+                continue
+            typed = tuple(w for w in words if w is not None)
+            others = synonyms.alternatives(typed)
+            if others:
+                alternatives = [Term(o, exact=len(o) > 1, synonym=True) for o in others]
+                out.append(Clause((Term(typed, exact=n > 1), *alternatives)))
+                i += n
+                break
+        else:
+            out.append(clauses[i])
+            i += 1
+    return out
 
 
 _STOPWORD_TEXT = """

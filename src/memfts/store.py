@@ -172,11 +172,14 @@ class Store:
         limits: Limits | None = None,
         *,
         language: str | None = None,
+        synonyms: str | None = None,
     ) -> None:
         """Open (or create) the store at ``path``.
 
         ``language`` is the one word forms are made in (``MEMFTS_LANGUAGE``, default
         English; ``none`` for no word forms); every process sharing a file should use the same.
+        ``synonyms`` names files of synonyms added to the shipped table (``MEMFTS_SYNONYMS``,
+        separated by ``os.pathsep``).
         """
         self.path = Path(path)
         self.limits = limits or Limits()
@@ -185,6 +188,13 @@ class Store:
             self._stems = vocabulary.Stems(language)
         except ValueError as exc:
             raise DatabaseOpenError(f"MEMFTS_LANGUAGE: {exc}") from None
+        extra = os.environ.get("MEMFTS_SYNONYMS", "") if synonyms is None else synonyms
+        try:
+            self._synonyms = vocabulary.Synonyms.load(
+                self._stems, [Path(p) for p in extra.split(os.pathsep) if p]
+            )
+        except ValueError as exc:
+            raise DatabaseOpenError(f"MEMFTS_SYNONYMS: {exc}") from None
         self._db = Database(self.path, busy_timeout_s=self.limits.busy_timeout_s)
         self._write = self._db.write
         self._read = self._db.read
@@ -630,7 +640,7 @@ class Store:
             )
         if depth not in (0, 1, 2):
             raise InputTooLargeError(f"depth must be 0, 1 or 2, not {depth}")
-        parsed = search.parse(query)
+        parsed = search.parse(query, synonyms=self._synonyms)
         with self._read() as db:
             vocab = vocabulary.Lookup(db, self._stems)
             found = ranking.rank(vocab, parsed, limit, entity_type)

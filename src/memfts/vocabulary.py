@@ -18,6 +18,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
+from pathlib import Path
 
 import apsw
 import Stemmer
@@ -237,6 +238,57 @@ def stem_missing(db: apsw.Connection, stems: Stems, most: int) -> int:
         ({"stem": stems(str(term)), "id": term_id} for term_id, term in rows),
     )
     return len(rows)
+
+
+# ---- synonyms --------------------------------------------------------------------------------
+
+SYNONYMS_FILE = Path(__file__).with_name("synonyms.txt")
+"""The shipped table: software abbreviations and synonyms (``k8s, kubernetes``)."""
+
+
+class Synonyms:
+    """Groups of words and phrases that mean the same: a query word or phrase also finds the
+    other members of its group. Matched by stem, so ``databases`` finds ``db``.
+
+    The shipped :data:`SYNONYMS_FILE`, plus the user's files (``MEMFTS_SYNONYMS``): one group
+    per line, members separated by commas, ``#`` starts a comment. A member in several groups
+    finds the members of all of them.
+    """
+
+    def __init__(self, groups: Iterable[Iterable[str]], stems: Stems) -> None:
+        self._stems = stems
+        self._by_key: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
+        self.longest = 1
+        for group in groups:
+            members = list(
+                dict.fromkeys(w for m in group if (w := tuple(search.document_words(m))))
+            )
+            for member in members:
+                others = [o for o in members if self._key(o) != self._key(member)]
+                self._by_key.setdefault(self._key(member), []).extend(others)
+                self.longest = max(self.longest, len(member))
+
+    def _key(self, words: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(self._stems(w) for w in words)
+
+    def alternatives(self, words: tuple[str, ...]) -> list[tuple[str, ...]]:
+        """Other ways to say ``words`` (index words), without repeats."""
+        return list(dict.fromkeys(self._by_key.get(self._key(words), [])))
+
+    @classmethod
+    def load(cls, stems: Stems, extra: Iterable[Path] = ()) -> Synonyms:
+        """The shipped table and the given files; an unreadable file is one line of error."""
+        groups: list[list[str]] = []
+        for path in (SYNONYMS_FILE, *extra):
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValueError(f"cannot read the synonyms file {path}: {exc}") from None
+            for line in text.splitlines():
+                members = [m.strip() for m in line.split("#", 1)[0].split(",")]
+                if len([m for m in members if m]) > 1:
+                    groups.append(members)
+        return cls(groups, stems)
 
 
 # ---- writing ---------------------------------------------------------------------------------
