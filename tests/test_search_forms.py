@@ -171,3 +171,41 @@ def test_words_recorded_without_a_stem_get_one_at_the_next_write(notes: Store) -
     assert names(notes, "migrate") == []
     notes.add_observations([ObservationAddition(entityName="vault", contents=["sealed"])])
     assert names(notes, "migrate") == ["legacy"]
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("Mueller", "Jürgen Müller"),
+        ("Juergen", "Jürgen Müller"),
+        ("Schroeder", "Wolfgang Schröder"),
+        ("Aalborg", "Ålborg office"),
+        ("Moeller", "Søren Møller"),
+        ("Strasse", "Straße des 17. Juni"),
+    ],
+)
+def test_german_and_nordic_transliterations_find_the_letters(
+    store: Store, query: str, expected: str
+) -> None:
+    store.create_entities(
+        [
+            Entity(name="Jürgen Müller", entityType="person", observations=["payments"]),
+            Entity(name="Wolfgang Schröder", entityType="person", observations=["billing"]),
+            Entity(name="Ålborg office", entityType="office", observations=["Denmark"]),
+            Entity(name="Søren Møller", entityType="person", observations=["VPN"]),
+            Entity(name="Straße des 17. Juni", entityType="address", observations=["Berlin"]),
+        ]
+    )
+    assert names(store, query) == [expected]
+
+
+def test_a_word_shared_only_through_a_transliteration_ranks_below_the_word(store: Store) -> None:
+    """ "due" and "du" share a spelling key (ue -> u): the word typed comes first."""
+    store.create_entities(
+        [
+            Entity(name="du", entityType="tool", observations=["disk usage"]),
+            Entity(name="invoice", entityType="thing", observations=["payment due in 30 days"]),
+        ]
+        + [Entity(name=f"filler {i}", entityType="t", observations=["x"]) for i in range(20)]
+    )
+    assert names(store, "due") == ["invoice", "du"]

@@ -1,11 +1,11 @@
 """The indexed words and what derives from them: reading and writing ``search_terms``.
 
 Every distinct word the indexes hold is a row of ``search_terms`` (sql/001), with its
-spelling key (sql/002) and its stem (sql/003). From them a search widens a query word to the
-indexed words that start with or contain it, to other spellings and other forms of it
-(``renewing`` -> ``renew``), and, for a word nothing holds, to the closest indexed word or to
-two words written together. Document frequencies come from the FTS5 vocabularies
-(``temp.*_vocab``, created per connection by :func:`prepare`).
+spelling key (sql/002, sql/005) and its stem (sql/003). From them a search widens a query
+word to the indexed words that start with or contain it, to other spellings and other forms
+of it (``renewing`` -> ``renew``, ``mueller`` -> ``müller``), and, for a word nothing holds,
+to the closest indexed word or to two words written together. Document frequencies come from
+the FTS5 vocabularies (``temp.*_vocab``, created per connection by :func:`prepare`).
 
 Connection-bound state lives only in :func:`prepare`; a :class:`Lookup` is made per search
 (its answers are memoised for that search only, since writes change the vocabulary); the
@@ -144,10 +144,24 @@ _LOOSE = str.maketrans(
 _LOOSE_LETTERS = [chr(c) for c in _LOOSE]
 
 
-def loose_key(word: str) -> str:
-    """An indexed word's spelling key: the letters unicode61 keeps (ı æ ø ß, Greek accents,
-    final sigma) written the way people type them. ``search_terms.loose`` in sql/002."""
+_TRANSLITERATIONS = (("ue", "u"), ("oe", "o"), ("ae", "a"), ("aa", "a"))
+"""German and Nordic ways to type ü ö ä å (which the index holds as u o a a), in the order
+sql/005 applies them."""
+
+
+def letters_key(word: str) -> str:
+    """The letters unicode61 keeps (ı æ ø ß, Greek accents, final sigma) written the way
+    people type them: ``yildiz`` for ``yıldız``, ``καφες`` for ``καφές``."""
     return word.translate(_LOOSE)
+
+
+def loose_key(word: str) -> str:
+    """An indexed word's spelling key, ``search_terms.loose`` (sql/005): :func:`letters_key`,
+    then ue oe ae aa as u o a a, so ``mueller`` and ``muller`` (Müller) share it."""
+    key = letters_key(word)
+    for pair, letter in _TRANSLITERATIONS:
+        key = key.replace(pair, letter)
+    return key
 
 
 def typo_budget(word: str) -> int:
@@ -390,15 +404,20 @@ class Lookup:
         found: list[list[list[str]]] = [[[], [], [], []] for _ in todo]
         for i, kind, term in self.db.execute("\nUNION ALL ".join(selects), params):
             found[i][kind].append(term)
-        for word, (spellings, forms, starting, within) in zip(todo, found, strict=True):
+        for word, (same_key, forms, starting, within) in zip(todo, found, strict=True):
+            # the same letters: the word itself; the same only through ue/oe/ae/aa: a variant
+            letters = letters_key(word)
+            spellings = [t for t in same_key if letters_key(t) == letters]
+            forms = [t for t in same_key if letters_key(t) != letters] + forms
             self._variants[word] = (spellings, forms)
             self._containing[word] = (starting + within)[:MAX_INFIX_EXPANSIONS]
 
     def variants(self, word: str) -> tuple[list[str], list[str]]:
         """``(spellings, forms)``: the indexed words spelt like ``word`` but for letters
         unicode61 does not fold (``yıldız`` for ``yildiz``, ``καφές`` for ``καφες``: see
-        sql/002), and the other indexed words of the same stem (its forms: ``renewing`` for
-        ``renew``); neither holds ``word`` itself."""
+        sql/002), and its other forms: the indexed words of the same stem (``renewing`` for
+        ``renew``) or transliterated (``muller``, Müller, for ``mueller``); neither holds
+        ``word`` itself."""
         self.expand([word])
         return self._variants[word]
 
@@ -471,10 +490,19 @@ class Lookup:
         scored = [
             (d, -self.document_frequency(term), term)
             for term in candidates
-            if (d := edit_distance(key, loose_key(term), budget)) <= budget
+            if (d := self._spelling_distance(word, term, budget)) <= budget
         ]
         scored = [s for s in scored if s[1] < 0]  # a word no entity uses any more is no help
         return min(scored)[2] if scored else self.split_word(word)
+
+    @staticmethod
+    def _spelling_distance(word: str, term: str, budget: int) -> int:
+        """0 for the same spelling key (``yildiz``, ``yıldız``; ``mueller``, ``müller``), else
+        the edit distance of the letters (not of the keys: "stroed" is one swap from "stored",
+        but its key "strod" is two edits from it)."""
+        if loose_key(word) == loose_key(term):
+            return 0
+        return edit_distance(letters_key(word), letters_key(term), budget)
 
     def split_word(self, word: str) -> str | None:
         """Two indexed words that ``word`` is written as, joined: ``signup`` for "sign up",
