@@ -28,9 +28,10 @@ from conftest import build_schema, memfts_command
 from memfts.http import HttpConfigError, check_exposure, load_token, security_settings
 from memfts.models import Entity
 from memfts.store import Store
-from workers import ForeignLock, initialize_request
+from workers import ForeignLock, HttpSession, initialize_request
 
 STARTUP_S = 20.0
+SERVE = [*memfts_command(), "serve", "--http"]
 
 
 def free_port() -> int:
@@ -53,8 +54,11 @@ class Server:
         return f"http://{self.connect_host}:{self.port}/mcp"
 
 
-def start(db: Path, *args: str, token: str | None = None, **env: str) -> Server:
-    """Spawn ``memfts serve --http`` and wait until its port accepts connections."""
+def start(
+    db: Path, *args: str, token: str | None = None, nofile: int | None = None, **env: str
+) -> Server:
+    """Spawn ``memfts serve --http`` and wait until its port accepts connections; ``nofile``
+    sets its file-descriptor limit (soft and hard, as ``ulimit -n`` would)."""
     environ = {k: v for k, v in os.environ.items() if k not in ("MEMFTS_TOKEN", "MEMORY_DB_PATH")}
     environ.update(env)
     if token is not None:
@@ -66,13 +70,16 @@ def start(db: Path, *args: str, token: str | None = None, **env: str) -> Server:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=environ,
+        preexec_fn=None if nofile is None else lambda: _limit_files(nofile),
     )
     deadline = time.monotonic() + STARTUP_S
     while True:
         if process.poll() is not None:
             raise AssertionError(f"server exited: {process.stderr.read().decode()}")  # type: ignore[union-attr]
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        try:  # the port is bound before the store opens: wait for an answer, not a connection
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1):
+                break
+        except urllib.error.HTTPError:
             break
         except OSError:
             if time.monotonic() > deadline:
@@ -80,6 +87,12 @@ def start(db: Path, *args: str, token: str | None = None, **env: str) -> Server:
                 raise AssertionError("server did not start listening") from None
             time.sleep(0.05)
     return Server(process, port, db, token)
+
+
+def _limit_files(n: int) -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
 
 
 def stop(server: Server) -> tuple[bytes, bytes]:
@@ -249,14 +262,55 @@ def test_loopback_without_token_is_open_and_logs_only_to_stderr(tmp_path: Path) 
         assert graph == {"entities": [], "relations": []}
     finally:
         out, err = stop(server)
-    assert out == b""  # stdout stays clean: logs, access lines and the banner go to stderr
-    assert b"no token: loopback only" in err and b"POST /mcp" in err
+    assert out == b""  # stdout stays clean: logs and the banner go to stderr
+    assert b"no token: loopback only" in err
+    assert b"POST /mcp" not in err  # no line per request unless asked for
+
+
+def test_access_lines_only_with_access_log(tmp_path: Path) -> None:
+    server = start(tmp_path / "open.db", "--access-log")
+    try:
+        call(server, None, ("read_graph", {}))
+    finally:
+        out, err = stop(server)
+    assert out == b"" and b"POST /mcp" in err
+
+
+def test_a_busy_port_is_one_line_before_any_banner(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [*SERVE, "--db", str(tmp_path / "m.db"), "--port", str(port)],
+            capture_output=True,
+            timeout=60,
+            env={k: v for k, v in os.environ.items() if k != "MEMFTS_TOKEN"},
+        )
+    assert done.returncode == 1
+    assert done.stderr.decode().splitlines() == [
+        f"Error: port {port} on 127.0.0.1 is in use by another program: stop it or pass --port"
+    ]
+    assert not (tmp_path / "m.db").exists()  # nothing was opened or created
+
+
+def test_a_refused_host_is_logged_with_the_flag_that_allows_it(tmp_path: Path) -> None:
+    server = start(tmp_path / "m.db", token=secrets.token_urlsafe(24))
+    try:
+        host = f"memory-host:{server.port}"
+        assert post(server, INITIALIZE, token=server.token, Host=host)[0] == 421
+    finally:
+        _, err = stop(server)
+    assert f"421 for Host '{host}': not a name of this server".encode() in err
+    assert b"restart with --allow-host memory-host" in err
 
 
 def test_public_address_needs_a_token_and_checks_the_host_header(tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token = secrets.token_urlsafe(24)
     token_file.write_text(token + "\n")
+    token_file.chmod(0o600)
+
     db = tmp_path / "team.db"
     server = start(db, "--host", "0.0.0.0", "--token-file", str(token_file))
     try:
@@ -284,15 +338,46 @@ def test_exposure_rules() -> None:
 def test_token_sources(tmp_path: Path) -> None:
     assert load_token(None, {}) is None
     assert load_token(None, {"MEMFTS_TOKEN": "  "}) is None
-    assert load_token(None, {"MEMFTS_TOKEN": "abc\n"}) == "abc"
+    assert load_token(None, {"MEMFTS_TOKEN": "sixteen-chars-ok\n"}) == "sixteen-chars-ok"
     file = tmp_path / "t"
-    file.write_text("from-file\n")
-    assert load_token(file, {"MEMFTS_TOKEN": "env"}) == "from-file"
+    file.write_text("from-file-0123456789\n")
+    file.chmod(0o600)
+    assert load_token(file, {"MEMFTS_TOKEN": "env"}) == "from-file-0123456789"
     file.write_text("\n")
     with pytest.raises(HttpConfigError, match="is empty"):
         load_token(file, {})
     with pytest.raises(HttpConfigError, match="cannot read token file"):
         load_token(tmp_path / "missing", {})
+
+
+def test_a_short_token_or_one_others_can_read_is_refused_with_the_reason(tmp_path: Path) -> None:
+    with pytest.raises(
+        HttpConfigError, match=r"MEMFTS_TOKEN is 3 characters; it must be at least 16"
+    ):
+        load_token(None, {"MEMFTS_TOKEN": "abc"})
+    file = tmp_path / "token"
+    file.write_text("short\n")
+    file.chmod(0o600)
+    with pytest.raises(HttpConfigError, match=r"token file .* is 5 characters"):
+        load_token(file, {})
+    file.write_text(secrets.token_urlsafe(32))
+    for mode in (0o644, 0o640, 0o604):
+        file.chmod(mode)
+        with pytest.raises(HttpConfigError, match=f"readable by other users \\(mode {mode:o}\\)"):
+            load_token(file, {})
+    file.chmod(0o600)
+    assert load_token(file, {})
+    # and the server says so in one line, before opening anything
+    file.chmod(0o644)
+    done = subprocess.run(
+        [*SERVE, "--db", str(tmp_path / "m.db"), "--token-file", str(file)],
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    (line,) = done.stderr.decode().splitlines()
+    assert "readable by other users" in line and "chmod 600" in line
+    assert not (tmp_path / "m.db").exists()
 
 
 def test_dns_rebinding_protection_is_explicit_for_every_address() -> None:
@@ -389,3 +474,163 @@ def test_reads_answer_in_normal_time_while_a_write_waits_for_another_process(
     # 50 ms is the target on a quiet machine (bench/stress.py --http); CI machines are busy
     assert p99 < 2.0, f"p99 {p99 * 1000:.0f} ms while a write waited"
     assert "late" in names_in(db)
+
+
+# ---- slow, idle and oversized requests ------------------------------------------------------
+
+
+def test_slow_connections_cannot_starve_authenticated_calls(tmp_path: Path) -> None:
+    """700 connections sending their headers a byte at a time against a server allowed 512
+    file descriptors (the issue: 1,100 at ulimit 1024 made every authenticated call time out
+    for a minute, the log full of "Too many open files"). The oldest of them are dropped to
+    make room, so authenticated calls on fresh connections keep answering."""
+    token = secrets.token_urlsafe(24)
+    server = start(tmp_path / "m.db", token=token, nofile=512)
+    slow: list[socket.socket] = []
+
+    def attack() -> None:
+        while len(slow) < 700:
+            try:
+                s = socket.create_connection(("127.0.0.1", server.port), timeout=2)
+                s.sendall(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            except OSError:
+                return
+            slow.append(s)
+
+    answered: list[float] = []
+    try:
+        attack()
+        assert len(slow) == 700
+        for k in range(8):
+            for s in list(slow):  # a byte each; those the server dropped are opened again
+                try:
+                    s.send(b"x")
+                except OSError:
+                    slow.remove(s)
+                    s.close()
+            attack()
+            started = time.monotonic()
+            with HttpSession(server.port, token, timeout=10) as session:
+                session.call_ok(
+                    "create_entities", {"entities": [{"name": f"e{k}", "entityType": "t"}]}
+                )
+            answered.append(time.monotonic() - started)
+            time.sleep(0.3)
+    finally:
+        for s in slow:
+            s.close()
+        _, err = stop(server)
+    assert len(answered) == 8 and max(answered) < 5.0, answered
+    assert b"Too many open files" not in err, err.decode()[-3000:]
+    assert b"connections open, the most this server keeps" in err  # said, not repeated
+    assert err.count(b"the most this server keeps") <= 3
+    assert names_in(tmp_path / "m.db") == [f"e{k}" for k in range(8)]
+
+
+def _closed_after(sock: socket.socket, limit: float, trickle: bytes = b"") -> float:
+    """Seconds until the server closes ``sock`` (sending ``trickle`` every 0.2 s meanwhile)."""
+    started = time.monotonic()
+    sock.settimeout(0.2)
+    while time.monotonic() - started < limit:
+        try:
+            if sock.recv(65536) == b"":
+                return time.monotonic() - started
+        except TimeoutError:
+            pass
+        except ConnectionResetError:
+            return time.monotonic() - started
+        if trickle:
+            try:
+                sock.send(trickle)
+            except OSError:
+                return time.monotonic() - started
+    raise AssertionError(f"the connection was still open after {limit} s")
+
+
+def test_headers_bodies_and_idle_connections_have_deadlines(tmp_path: Path) -> None:
+    token = secrets.token_urlsafe(24)
+    server = start(
+        tmp_path / "m.db",
+        token=token,
+        MEMFTS_HTTP_HEADER_TIMEOUT_S="1",
+        MEMFTS_HTTP_BODY_TIMEOUT_S="2",
+        MEMFTS_HTTP_IDLE_TIMEOUT_S="1",
+    )
+    address = ("127.0.0.1", server.port)
+    try:
+        with socket.create_connection(address) as silent:  # connects, sends nothing
+            assert 0.5 < _closed_after(silent, 10) < 4
+        with socket.create_connection(address) as slow_headers:  # a byte now and then
+            slow_headers.sendall(b"POST /mcp HTTP/1.1\r\n")
+            assert 0.5 < _closed_after(slow_headers, 10, trickle=b"X") < 4
+        with socket.create_connection(address) as slow_body:  # headers in time, body not
+            slow_body.sendall(
+                b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                b"Authorization: Bearer " + token.encode() + b"\r\nContent-Length: 100000\r\n\r\n"
+            )
+            assert 1.5 < _closed_after(slow_body, 15, trickle=b" ") < 6
+        with socket.create_connection(address) as idle:  # one request, then nothing
+            idle.sendall(
+                b"GET /elsewhere HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+                + token.encode()
+                + b"\r\n\r\n"
+            )
+            assert _closed_after(idle, 10) < 4
+        # a client that sends its requests is not affected
+        with HttpSession(server.port, token) as session:
+            for _ in range(3):
+                session.call_ok("read_graph", {})
+    finally:
+        stop(server)
+
+
+def one(name: str, observations: list[str]) -> dict[str, Any]:
+    return {"entities": [{"name": name, "entityType": "t", "observations": observations}]}
+
+
+def test_a_body_within_the_text_limit_is_taken_and_one_over_it_is_told_the_limit(
+    tmp_path: Path,
+) -> None:
+    """The body cap follows MEMFTS_MAX_CALL_CHARS (4 bytes a character, plus 1 MiB): a 5.4 MB
+    create within the 10M-character limit is stored (it got a bare 413 at the SDK's 4 MiB);
+    a body over the cap gets a JSON-RPC error naming the limit, which the client shows."""
+    db = tmp_path / "m.db"
+    token = secrets.token_urlsafe(24)
+    server = start(db, token=token)
+    big = [f"{k} " + "x" * 90_000 for k in range(60)]
+    try:
+        (created,) = call(
+            server,
+            token,
+            (
+                "create_entities",
+                {"entities": [{"name": "big", "entityType": "t", "observations": big}]},
+            ),
+        )
+        assert created["entities"][0]["name"] == "big"
+    finally:
+        stop(server)
+    assert names_in(db) == ["big"]
+
+    server = start(db, token=token, MEMFTS_MAX_CALL_CHARS="1000")
+    try:
+        limit = 4 * 1000 + (1 << 20)
+        request = {**CREATE_INTRUDER}
+        request["params"] = {
+            "name": "create_entities",
+            "arguments": {
+                "entities": [{"name": "too big", "entityType": "t", "observations": big[:15]}]
+            },
+        }
+        status, headers, body = post(server, request, token=token)
+        assert status == 413 and headers["content-type"] == "application/json"
+        error = json.loads(body)["error"]
+        assert error["code"] == -32600
+        assert f"over {limit:,} bytes" in error["message"]
+        assert "MEMFTS_MAX_CALL_CHARS=1,000" in error["message"]
+        with pytest.raises(ExceptionGroup) as caught:
+            call(server, token, ("create_entities", request["params"]["arguments"]))
+        assert caught.group_contains(MCPError, match="MEMFTS_MAX_CALL_CHARS=1,000", depth=3)
+    finally:
+        stop(server)
+    assert names_in(db) == ["big"]

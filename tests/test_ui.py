@@ -230,8 +230,8 @@ def test_the_change_marker_moves_when_another_process_writes(ui: UiServer, demo:
 
 
 def test_a_token_guards_the_page_and_the_printed_url_carries_it(demo: Path) -> None:
-    with UiServer(demo, env={"MEMFTS_TOKEN": "s3cret token"}) as ui:
-        assert ui.url.endswith("/?token=s3cret%20token")
+    with UiServer(demo, env={"MEMFTS_TOKEN": "s3cret token, sixteen+"}) as ui:
+        assert ui.url.endswith("/?token=s3cret%20token%2C%20sixteen%2B")
         assert ui.get("/").status == 401
         assert ui.get("/?token=wrong").status == 401
         assert ui.get("/api/version").status == 401
@@ -242,7 +242,7 @@ def test_a_token_guards_the_page_and_the_printed_url_carries_it(demo: Path) -> N
         assert "HttpOnly" in cookie and "SameSite=strict" in cookie
         pair = cookie.split(";")[0]
         assert ui.get("/", headers={"Cookie": pair}).status == 200
-        assert ui.get("/", headers={"Authorization": "Bearer s3cret token"}).status == 200
+        assert ui.get("/", headers={"Authorization": "Bearer s3cret token, sixteen+"}).status == 200
         assert ui.get("/", headers={"Host": "evil.example", "Cookie": pair}).status == 421
 
 

@@ -250,10 +250,12 @@ class HttpSession:
     """One MCP session over Streamable HTTP, hand-written on ``http.client`` (a keep-alive
     connection, the SSE answer read whole): cheap enough for a benchmark's many clients."""
 
-    def __init__(self, port: int, token: str | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, port: int, token: str | None = None, host: str = "127.0.0.1", timeout: float = 120
+    ) -> None:
         import http.client
 
-        self._http = http.client.HTTPConnection(host, port, timeout=120)
+        self._http = http.client.HTTPConnection(host, port, timeout=timeout)
         self._headers = {
             "Content-Type": "application/json",
             "Accept": "application/json, text/event-stream",

@@ -204,6 +204,7 @@ def main(ctx: click.Context, db: str | None) -> None:
     metavar="NAME",
     help="Extra Host header value clients may use (a DNS name or proxy name); repeatable.",
 )
+@click.option("--access-log", is_flag=True, help="Log every HTTP request to stderr (with --http).")
 def serve(
     db: str | None,
     http: bool,
@@ -211,6 +212,7 @@ def serve(
     port: int,
     token_file: Path | None,
     allow_hosts: tuple[str, ...],
+    access_log: bool,
 ) -> None:
     """Serve the memory over MCP: stdio (what MCP clients launch) or --http for a team.
 
@@ -222,14 +224,24 @@ def serve(
 
         token = http_transport.load_token(token_file)
         http_transport.check_exposure(host, token)  # before opening anything
-        with _open_store(db, create=True) as store:
+        listener = http_transport.listen(host, port)  # a busy port: one line, no banner
+        port = listener.getsockname()[1]  # --port 0: the one the system gave
+        with listener, _open_store(db, create=True) as store:
             _follow(store, db)
             _out(
                 f"memfts: serving {store.path} at http://{http_transport.url_host(host)}:{port}"
                 f"/mcp ({'bearer token required' if token else 'no token: loopback only'})",
                 err=True,
             )
-            http_transport.serve(store, host=host, port=port, token=token, extra_hosts=allow_hosts)
+            http_transport.serve(
+                store,
+                host=host,
+                port=port,
+                token=token,
+                extra_hosts=allow_hosts,
+                sock=listener,
+                access_log=access_log,
+            )
         return
     import anyio
 
