@@ -247,6 +247,23 @@ class _BodyTooLarge(Exception):
     pass
 
 
+DRAIN_BYTES = 256 << 20
+"""How much of a refused body is read and dropped (no memory kept) before answering: a client
+still sending when the connection closes sees a reset, not the answer that says why."""
+
+
+async def _drain(receive: Receive, received: int) -> None:
+    """Read and drop the rest of a request body, up to :data:`DRAIN_BYTES` (the body
+    deadline bounds how long a slow sender can make this take)."""
+    while received <= DRAIN_BYTES:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        received += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
+
+
 class BodyLimit:
     """ASGI middleware: a request body over ``limit`` bytes is answered 413 with a JSON-RPC
     error naming the limit (a client shows it), before the MCP app parses any of it."""
@@ -266,6 +283,7 @@ class BodyLimit:
             return
         for key, value in scope.get("headers", ()):
             if key == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await _drain(receive, 0)
                 await self._refuse(send)
                 return
         received = 0
@@ -289,6 +307,7 @@ class BodyLimit:
             await self.app(scope, counted, noted)
         except _BodyTooLarge:
             if not started:
+                await _drain(receive, received)
                 await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
