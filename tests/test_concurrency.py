@@ -362,3 +362,30 @@ def test_connections_of_threads_that_ended_are_closed(db_path: Path) -> None:
         assert len(store._db._handles) <= 2  # this thread's, and the last worker's
     finally:
         store.close()
+
+
+def test_the_data_version_compares_whichever_thread_reads_it(db_path: Path) -> None:
+    """Each connection counts commits for itself: read from the threads' own connections the
+    numbers would differ with nothing written. One connection of its own answers."""
+    store = Store(db_path)
+    try:
+        seen: list[int] = []
+        for _ in range(3):
+            worker = threading.Thread(target=lambda: seen.append(store.data_version()))
+            worker.start()
+            worker.join()
+        seen.append(store.data_version())
+        assert len(set(seen)) == 1, seen
+        writer = threading.Thread(
+            target=store.create_entities, args=([Entity(name="x", entityType="t")],)
+        )
+        writer.start()
+        writer.join()
+        after_own = store.data_version()
+        assert after_own != seen[0]
+        other = Store(db_path)  # another connection, as another process would be
+        other.create_entities([Entity(name="y", entityType="t")])
+        other.close()
+        assert store.data_version() != after_own
+    finally:
+        store.close()

@@ -233,6 +233,8 @@ class Database:
         self._setups: list[ConnectionSetup] = []
         self._pools: dict[bool, ThreadPoolExecutor] = {}
         self._write_lock = threading.Lock()
+        self._version_lock = threading.Lock()
+        self._version_conn: apsw.Connection | None = None
         self._next_restart = 0.0
         self._restart_backoff = 0.0
         _check_folder(self.path)
@@ -563,6 +565,23 @@ class Database:
             "written, try again once it is back"
         )
 
+    def data_version(self) -> int:
+        """A number that changes whenever a connection of any process (this one included)
+        commits a change to the file. Each connection counts for itself, so this is read on
+        one connection of its own: the numbers compare whichever thread asks."""
+        with self._version_lock:
+            if self._version_conn is None:
+                self._version_conn = self._connect()
+            conn = self._version_conn
+            with self._in_use():  # close() waits for it, like any transaction
+                self._retry(
+                    conn, lambda: conn.execute("BEGIN; SELECT 1 FROM sqlite_schema LIMIT 1")
+                )
+                try:
+                    return int(conn.data_version())
+                finally:
+                    self._rollback(conn)
+
     # ---- upkeep --------------------------------------------------------------------------
 
     def checkpoint(self, mode: str = "PASSIVE") -> tuple[int, int, int]:
@@ -614,6 +633,9 @@ class Database:
             handles, self._handles = self._handles, []
         for pool in pools:
             pool.shutdown(wait=False, cancel_futures=True)
+        if self._version_conn is not None and self._version_lock.acquire(timeout=1):
+            self._version_conn.close()
+            self._version_lock.release()
         idle = [h for h in handles if not h.busy]
         if len(idle) < len(handles):
             log.warning(

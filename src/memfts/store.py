@@ -1118,8 +1118,7 @@ class Store:
     def data_version(self) -> int:
         """A number that changes whenever any process (this one included) commits to the
         file: how a page learns that what it shows is stale, at the cost of one file check."""
-        with self._read() as db:
-            return int(db.data_version())
+        return self._db.data_version()
 
     def _checked_name(self, what: str, value: str) -> str:
         """A name or type as the tools accept it (non-blank Unicode, no NUL, within limits)."""
