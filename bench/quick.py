@@ -5,6 +5,7 @@
     python bench/quick.py --corpus debian --mcp            # through a real stdio server
     python bench/quick.py --entities 100000 --statements   # SQL statements per search, by kind
     python bench/quick.py --entities 100000 --only common --profile
+    python bench/quick.py --entities 100000 --adversarial  # the inputs of test_search_bounds
 
 For iterating on the search (``search.py``, ``vocabulary.py``, ``ranking.py``). In-process it
 calls ``Store.search_nodes`` (the search itself); with ``--mcp`` it times ``tools/call``
@@ -67,6 +68,9 @@ def main() -> None:
     parser.add_argument(
         "--statements", action="store_true", help="count SQL statements per search, by kind"
     )
+    parser.add_argument(
+        "--adversarial", action="store_true", help="time inputs built to make a search slow"
+    )
     args = parser.parse_args()
     code = use_revision(args.rev)
     print(f"memfts code measured: {code}", flush=True)
@@ -83,7 +87,9 @@ def main() -> None:
         classes = {"given": args.query}
     elif args.only:
         classes = {args.only: classes[args.only]}
-    if args.statements:
+    if args.adversarial:
+        time_adversarial(path, classes, args.rounds)
+    elif args.statements:
         count_statements(path, classes, args.limit)
     elif args.mcp:
         time_mcp(path, classes, args.limit, args.rounds)
@@ -227,6 +233,68 @@ def time_mcp(path: Path, classes: dict[str, list[str]], limit: int, rounds: int)
             sys.stdout.flush()
 
 
+def adversarial(classes: dict[str, list[str]]) -> list[tuple[str, dict[str, Any]]]:
+    """The inputs of tests/test_hostile_queries.py and tests/test_search_bounds.py, with this
+    graph's words: every search must be a normal result in bounded time (issue 11: none over
+    1 s at 100,000 entities, p95 at most 200 ms)."""
+    common, rare = classes["common"][0], classes["rare"][0]
+    rng = random.Random(7)
+
+    def hex_word(length: int = 40) -> str:
+        return "".join(rng.choice("0123456789abcdef") for _ in range(length))
+
+    return [(q, {}) for q in _hostile_queries()] + [
+        (f"{rare} " + " ".join(f"-type:t{i}" for i in range(100)), {}),
+        (f"{common} " + " ".join(f"-type:t{i}" for i in range(600)), {}),
+        (" ".join(f"type:x{i}" for i in range(1_000)), {}),
+        (common, {"compact": True, "limit": 2_000}),
+        (common, {"snippets": True, "depth": 2, "limit": 10_000}),
+        (" ".join(classes["common"]), {"snippets": True, "limit": 10_000}),
+        (" ".join(hex_word() for _ in range(16)), {}),
+        (" ".join(hex_word(12) for _ in range(16)), {"snippets": True}),
+        (f"{common[:1]}* " * 16, {"limit": 10_000}),
+        (" OR ".join(w[:2] for w in classes["common"]) * 3, {}),
+        (f'"{common} {rare}" -"{rare}" NOT {common}', {}),
+        ("a" * 40 + " " + "b" * 40, {}),
+        (" ".join(classes["medium"][:16]), {"snippets": True, "depth": 2, "limit": 10_000}),
+    ]
+
+
+def _hostile_queries() -> list[str]:
+    """The strings of tests/test_hostile_queries.py (syntax, injections, NULs, scripts)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from test_hostile_queries import HOSTILE
+
+    return list(HOSTILE)
+
+
+def time_adversarial(path: Path, classes: dict[str, list[str]], rounds: int) -> None:
+    store = Store(path)
+    print(f"adversarial searches, in-process, the slowest of {rounds} runs of each")
+    slowest: list[float] = []
+    try:
+        for query, options in adversarial(classes):
+            times = []
+            for _ in range(max(1, rounds)):
+                start = time.perf_counter()
+                result = store.search_nodes(query, **options)
+                times.append(time.perf_counter() - start)
+            slowest.append(max(times))
+            note = " (cut short)" if result.note else ""
+            if max(times) > 0.05:  # the slow ones, by name
+                print(
+                    f"  {max(times) * 1000:8.1f} ms  {len(result.entities):6,} hits{note}  "
+                    f"{query[:60]!r} {options or ''}"
+                )
+    finally:
+        store.close()
+    summary = Summary.of(slowest)
+    print(
+        f"  {summary.n} searches: p50 {summary.p50_ms:.1f} ms, p95 {summary.p95_ms:.1f} ms, "
+        f"max {summary.max_ms:.1f} ms (those over 50 ms listed above)"
+    )
+
+
 # ---- statements --------------------------------------------------------------------------------
 
 
@@ -235,7 +303,7 @@ STATEMENT_ROLES: list[tuple[str, Callable[[str], bool]]] = [
         "transaction",
         lambda sql: sql.startswith(("BEGIN", "COMMIT", "ROLLBACK", "SELECT 1 FROM sqlite_schema")),
     ),
-    ("words", lambda sql: "search_terms" in sql or "_vocab" in sql),
+    ("words", lambda sql: "search_terms" in sql or "json_each(:terms)" in sql),
     ("snippets", lambda sql: "snippet(" in sql),
     ("load", lambda sql: "json_each" in sql),
     ("rank", lambda sql: "_fts" in sql),

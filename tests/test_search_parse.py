@@ -83,6 +83,14 @@ def test_words_past_the_cap_are_ignored() -> None:
     assert parsed.words == [f"word{i}" for i in range(16)]
 
 
+def test_filters_count_toward_the_cap() -> None:
+    parsed = parse("alpha " + " ".join(f"-type:t{i}" for i in range(100)) + " omega")
+    assert parsed.words == ["alpha"]
+    assert parsed.excluded_types == [f"t{i}" for i in range(15)]
+    parsed = parse(" ".join(f"type:x{i} w{i}" for i in range(1000)))
+    assert len(parsed.entity_types) + len(parsed.words) == 16
+
+
 def test_the_typed_text_is_kept_but_not_compared() -> None:
     assert parse("  Foo ").text == "  Foo "
     assert parse("foo") == parse("FOO")

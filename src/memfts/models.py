@@ -67,7 +67,8 @@ NEXT_CURSOR_DESCRIPTION = (
     "`cursor` for the next page"
 )
 NOTE_DESCRIPTION = (
-    "Present on a partial result: one line saying what this page holds and how to get the rest"
+    "Present on a partial result: what this page holds (cut to fit, or a search cut short by "
+    "its time limit) and how to get the rest"
 )
 
 

@@ -29,7 +29,14 @@ filled with the best partial matches, by score.
 from __future__ import annotations
 
 import json
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from types import TracebackType
+
+import apsw
 
 from memfts import search, vocabulary
 
@@ -70,16 +77,23 @@ PARTIAL_ARM_ROWS = 1_000
 and a short fragment can widen to words used everywhere."""
 
 LATEST_ROWS = 200
-"""Rows read per lookup when every clause is common (at least 4 x ``limit``)."""
+"""Rows read per lookup when every clause is common (at least 2 x ``limit``)."""
 
 SNIPPETS_PER_ENTITY = 3
 """Most fragments shown per entity."""
+
+SNIPPET_CANDIDATES = 20
+"""Matching observations read per entity to choose its snippets from (those with the most
+matches first)."""
 
 SNIPPET_MARKS = ("**", "**")
 """How snippets mark the words that matched."""
 
 SNIPPET_TOKENS = 16
 """Words around the match in one fragment."""
+
+PROGRESS_STEPS = 1_000
+"""SQLite virtual-machine steps between two looks at the clock (a few microseconds)."""
 
 OBSERVATION_ID_BITS = 20
 """An observation's id is ``entity_id << 20`` plus its position (sql/001): a full-text hit's
@@ -126,6 +140,46 @@ class Ranking:
     suggestions: list[str] = field(default_factory=list)
     searched: search.Query | None = None
     """The query actually searched, when it is not the one parsed (a corrected query)."""
+
+
+class Deadline:
+    """Stops this connection's statements once ``seconds`` have passed: SQLite's progress
+    handler makes the running statement fail with :class:`apsw.InterruptError`, which the
+    caller turns into a normal result with what was found and a note. Python's own loops
+    over candidates (typo correction) ask :attr:`passed`."""
+
+    def __init__(self, db: apsw.Connection, seconds: float) -> None:
+        self.db = db
+        self.extend(seconds)
+
+    def extend(self, seconds: float) -> None:
+        """A new limit, ``seconds`` from now (for the cheap search after an interrupted one)."""
+        self.at = time.monotonic() + seconds
+
+    @property
+    def passed(self) -> bool:
+        return time.monotonic() > self.at
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """No limit inside the block (what a result must hold whatever the time)."""
+        at, self.at = self.at, math.inf
+        try:
+            yield
+        finally:
+            self.at = at
+
+    def __enter__(self) -> Deadline:
+        self.db.set_progress_handler(lambda: self.passed, PROGRESS_STEPS, id=Deadline)
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.db.set_progress_handler(None, id=Deadline)
 
 
 # ---- the lookups of a query ------------------------------------------------------------------
@@ -273,11 +327,14 @@ def _excluded_sql(vocab: vocabulary.Lookup, query: search.Query) -> Sql:
     and forms, and the words containing it (``-postgres`` leaves out ``PostgreSQL``).
     """
     selects = [Sql("SELECT NULL WHERE 0")]
-    for i, excluded_type in enumerate(query.excluded_types):
+    if query.excluded_types:
+        # one pass over the entities for all the types
+        types = json.dumps(sorted({search.fold(t) for t in query.excluded_types}))
         selects.append(
             Sql(
-                f"SELECT id FROM entities WHERE memfts_fold(entity_type) = :excluded_type{i}",
-                {f"excluded_type{i}": search.fold(excluded_type)},
+                "SELECT id FROM entities WHERE "
+                + _type_is("entity_type", "(SELECT value FROM json_each(:excluded_types))"),
+                {"excluded_types": types},
             )
         )
     for i, clause in enumerate(query.excluded):
@@ -292,6 +349,18 @@ def _excluded_sql(vocab: vocabulary.Lookup, query: search.Query) -> Sql:
                     )
                 )
     return _joined(selects, " UNION ")
+
+
+def _type_is(column: str, folded: str) -> str:
+    """SQL: the entity type ``column`` is one of ``folded`` (casefolded types, an SQL list).
+
+    Unicode case folding (``memfts_fold``, a Python function) only for types that are not
+    plain ASCII, where SQLite's NOCASE would not fold them: a call per entity made 15 type
+    filters cost 15 passes of 100,000 Python calls."""
+    return (
+        f"({column} COLLATE NOCASE IN {folded} "
+        f"OR ({column} GLOB '*[^ -~]*' AND memfts_fold({column}) IN {folded}))"
+    )
 
 
 @dataclass(frozen=True)
@@ -312,8 +381,8 @@ class Filters:
             return "0"  # every type given must hold: two different ones never do
         if self.types:
             conditions.append(
-                f"(SELECT memfts_fold(typed.entity_type) FROM entities AS typed "
-                f"WHERE typed.id = {id_sql}) = :type"
+                f"(SELECT {_type_is('typed.entity_type', '(:type)')} FROM entities AS typed "
+                f"WHERE typed.id = {id_sql})"
             )
         if self.cte:
             conditions.append(f"{id_sql} NOT IN excluded")
@@ -360,6 +429,20 @@ def rank(
     if query.text.strip() and not (query.excluded or query.excluded_types or types):
         return Ranking([], 0)  # only punctuation: nothing to look for
     return _recent(vocab, query, limit, types)
+
+
+def rank_latest(
+    vocab: vocabulary.Lookup, query: search.Query, limit: int, entity_type: str | None = None
+) -> Ranking:
+    """The cheap search, for when :func:`rank` took too long: the latest entities holding
+    every word, then the rarest word (as for a query of only common words), or nothing if
+    even that is cut short."""
+    if not query.required:
+        return Ranking([], 0, lower_bound=True)
+    try:
+        return _latest(vocab, query, _plan(vocab, query), limit, filter_types(query, entity_type))
+    except apsw.InterruptError:
+        return Ranking([], 0, lower_bound=True)
 
 
 def _recent(vocab: vocabulary.Lookup, query: search.Query, limit: int, types: list[str]) -> Ranking:
@@ -491,7 +574,7 @@ def _latest(
     """For a query of only very common words: no bm25 (which would read every row of each),
     but the latest matches, those holding every word first; ``total`` a lower bound."""
     rarest = min(planned, key=lambda p: p.size)
-    window = max(4 * limit, LATEST_ROWS)
+    window = max(2 * limit, LATEST_ROWS)
     filters = _filters(vocab, query, types)
     hits: list[Sql] = []
     for table in TABLES:
@@ -569,30 +652,51 @@ def _corrected(
 
 
 _SNIPPETS_SQL = """\
-SELECT rowid >> :bits, rowid,
-    snippet(observations_fts, 0, :start, :end, '…', :tokens), bm25(observations_fts)
-FROM observations_fts
-WHERE observations_fts MATCH :match AND (rowid >> :bits) IN (SELECT value FROM json_each(:ids))
-"""
+SELECT ids.value, (
+    SELECT json_group_array(json_array(rowid, fragment)) FROM (
+        SELECT rowid, snippet(observations_fts, 0, :start, :end, '…', :tokens) AS fragment
+        FROM observations_fts
+        WHERE observations_fts MATCH :match
+          AND rowid >= ids.value << :bits AND rowid < (ids.value + 1) << :bits
+        LIMIT :candidates))
+FROM json_each(:ids) AS ids"""
+"""The matching fragments of each entity, a few at most: an entity's observations are one
+rowid range, which FTS5 seeks to directly, so the cost is per entity shown, not per row
+matching anywhere. No bm25 (it reads every row of every word of the query to weigh them)."""
 
 
 def snippets(vocab: vocabulary.Lookup, query: search.Query, ids: list[int]) -> dict[int, list[str]]:
-    """The matching observation fragments of each of ``ids``, in one statement."""
-    expression = " OR ".join(
-        f"({arm.match})"
-        for clause in query.required
-        for arm in _arms(vocab, clause)
-        if arm.table == "observations_fts"
-    )
-    if not expression or not ids:
-        return {}
+    """Up to :data:`SNIPPETS_PER_ENTITY` matching observation fragments of each of ``ids``,
+    those holding the most matches first.
+
+    The query's words, forms and synonyms first; partial words (an OR of up to 64 indexed
+    words each, which every entity's seek would have to open) only for the entities that have
+    no other match: one statement, two when some entity matched by partial words only.
+    """
+    arms = [a for c in query.required for a in _arms(vocab, c) if a.table == "observations_fts"]
+    found: dict[int, list[tuple[int, int, str]]] = {entity_id: [] for entity_id in ids}
+    whole = [a for a in arms if a.kind != "partial"]
+    for chosen in (whole, arms):
+        todo = [entity_id for entity_id, rows in found.items() if not rows]
+        if not chosen or not todo:
+            continue
+        _fragments(vocab, " OR ".join(f"({a.match})" for a in chosen), todo, found)
+        if len(chosen) == len(arms):
+            break
+    return {
+        entity_id: [fragment for _, _, fragment in sorted(rows)[:SNIPPETS_PER_ENTITY]]
+        for entity_id, rows in found.items()
+    }
+
+
+def _fragments(
+    vocab: vocabulary.Lookup,
+    expression: str,
+    ids: list[int],
+    found: dict[int, list[tuple[int, int, str]]],
+) -> None:
     start, end = SNIPPET_MARKS
-    # One statement for all the entities, not one each: every statement pays bm25's pass over
-    # the doclists of the query's words (and an infix widening can OR 64 of them), so 20
-    # statements cost 20 such passes (63k entities: 100-330 ms for a common or widened word,
-    # against 10-50 ms once). The same scores, grouped and ordered here.
-    found: dict[int, list[tuple[float, int, str]]] = {entity_id: [] for entity_id in ids}
-    for entity_id, rowid, fragment, score in vocab.db.execute(
+    for entity_id, fragments in vocab.db.execute(
         _SNIPPETS_SQL,
         {
             "bits": OBSERVATION_ID_BITS,
@@ -600,11 +704,10 @@ def snippets(vocab: vocabulary.Lookup, query: search.Query, ids: list[int]) -> d
             "end": end,
             "tokens": SNIPPET_TOKENS,
             "match": expression,
+            "candidates": SNIPPET_CANDIDATES,
             "ids": json.dumps(ids),
         },
     ):
-        found[entity_id].append((score, rowid, fragment))
-    return {
-        entity_id: [fragment for _, _, fragment in sorted(rows)[:SNIPPETS_PER_ENTITY]]
-        for entity_id, rows in found.items()
-    }
+        for rowid, fragment in json.loads(fragments):
+            # the fragments holding the most matches first, then in their entity's order
+            found[entity_id].append((-fragment.count(start), rowid, fragment))

@@ -318,11 +318,13 @@ def search_page(
         page.nextCursor = _encode(
             {"tool": "search_nodes", "offset": end, "args": _fingerprint(arguments)}
         )
-        page.note = (
+        paging = (
             f"Partial result, cut to fit {budget:,} characters ({BUDGET_VARIABLE}): "
             f"hits {offset + 1:,}-{end:,} of the {len(result.entities):,} this search returns "
             f"({result.total:,} matched). For the next page call search_nodes with the same "
             "arguments and cursor set to nextCursor; to see more at once ask for less: "
             "compact: true (names, types, snippets), a smaller limit, or depth 0."
         )
+        # a search cut short by its time limit says so first
+        page.note = f"{result.note} {paging}" if result.note else paging
     return page

@@ -7,6 +7,7 @@ method that runs them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -80,6 +81,10 @@ class Limits:
     """All the text one write call carries (names, types and observations together)."""
     busy_timeout_s: float = 60.0
     """How long a write waits for other processes' writes before failing as busy."""
+    search_timeout_s: float = 0.25
+    """How long one search may rank and look up related entities before it is cut short with
+    a normal result and a note; loading what was found, with its snippets, may take half as
+    long again (the first 500 entities always)."""
     max_result_chars: int = 30_000
     """Characters of text one ``read_graph``, ``open_nodes`` or ``search_nodes`` result may
     hold before it comes in pages (0: no bound, as the official server). About 8,000-10,000
@@ -106,6 +111,10 @@ class Limits:
 
 
 OBSERVATION_ID_BITS = ranking.OBSERVATION_ID_BITS
+
+LOAD_CHUNK = 500
+"""Entities a search loads (and makes snippets for) at a time, looking at its time limit in
+between."""
 
 
 def _now_us() -> int:
@@ -641,18 +650,64 @@ class Store:
         if depth not in (0, 1, 2):
             raise InputTooLargeError(f"depth must be 0, 1 or 2, not {depth}")
         parsed = search.parse(query, synonyms=self._synonyms)
-        with self._read() as db:
-            vocab = vocabulary.Lookup(db, self._stems)
-            found = ranking.rank(vocab, parsed, limit, entity_type)
-            ids = found.ids + self._neighbours(db, found.ids, depth, limit)
-            by_id = self._entities_by_id(db, ids)
-            entities = [by_id[i] for i in ids]
+        seconds = self.limits.search_timeout_s
+        notes: list[str] = []
+        want_snippets = snippets or compact
+        with self._read() as db, ranking.Deadline(db, seconds) as deadline:
+            # The time limit stops the ranking and the neighbours (what a query can make
+            # long); then what was found is loaded, with its snippets, in chunks, for half as
+            # long again: the first chunk always, so a search of a usual size is never cut.
+            vocab = vocabulary.Lookup(db, self._stems, late=lambda: deadline.passed)
+            try:
+                found = ranking.rank(vocab, parsed, limit, entity_type)
+            except apsw.InterruptError:
+                deadline.extend(seconds / 4)
+                found = ranking.rank_latest(vocab, parsed, limit, entity_type)
+                notes.append(
+                    f"The ranked search took longer than {seconds:g} s "
+                    "(MEMFTS_SEARCH_TIMEOUT_S) and was cut short: these are the latest "
+                    "entities holding the query's rarest word, not ranked. Use rarer or "
+                    "fewer words, or a type: filter."
+                )
+            try:
+                ids = found.ids + self._neighbours(db, found.ids, depth, limit)
+            except apsw.InterruptError:
+                ids = found.ids
+                notes.append("Related entities were left out: looking them up took too long.")
             searched = found.searched or parsed
-            fragments = (
-                ranking.snippets(vocab, searched, ids)
-                if (snippets or compact) and searched.required
-                else {}
-            )
+            deadline.at += seconds / 2
+            loaded: dict[int, Entity] = {}
+            relations: dict[int, Relation] = {}
+            fragments: dict[int, list[str]] = {}
+            snippets_cut = not searched.required
+            for start in range(0, len(ids), LOAD_CHUNK):
+                chunk = ids[start : start + LOAD_CHUNK]
+                if start and deadline.passed:
+                    break
+                try:
+                    with deadline.paused() if not start else contextlib.nullcontext():
+                        entities_chunk = self._entities_by_id(db, chunk, observations=not compact)
+                        if not compact:
+                            relations.update(self._relations_by_id(db, entities_chunk.values()))
+                except apsw.InterruptError:
+                    break
+                loaded.update(entities_chunk)
+                if want_snippets and not snippets_cut:
+                    try:
+                        fragments.update(ranking.snippets(vocab, searched, chunk))
+                    except apsw.InterruptError:
+                        snippets_cut = True
+                        notes.append(
+                            f"Snippets are given for the first {len(fragments):,} entities "
+                            "only: making them all took too long."
+                        )
+            if len(loaded) < len(ids):
+                notes.append(
+                    f"Only the first {len(loaded):,} of {len(ids):,} entities are here: loading "
+                    "them all took too long. Ask for a smaller limit, or compact: true."
+                )
+                ids = ids[: len(loaded)]
+            entities = [loaded[i] for i in ids]
             hits = [
                 SearchHit(
                     name=e.name,
@@ -664,12 +719,13 @@ class Store:
             ]
             return SearchResult(
                 entities=hits,
-                relations=None if compact else self._relations_of(db, entities),
+                relations=None if compact else [relations[i] for i in sorted(relations)],
                 total=found.total,
                 totalIsLowerBound=found.lower_bound or None,
                 withEveryWord=found.complete if found.complete < found.total else None,
                 correctedQuery=found.corrected,
                 suggestions=found.suggestions or None,
+                note=" ".join(notes) or None,
             )
 
     def _neighbours(self, db: apsw.Connection, ids: list[int], depth: int, limit: int) -> list[int]:
@@ -699,8 +755,10 @@ class Store:
         """Entities by id (all when ``ids`` is None) in creation order, observations in order."""
         return list(self._entities_by_id(db, ids).values())
 
-    def _entities_by_id(self, db: apsw.Connection, ids: Sequence[int] | None) -> dict[int, Entity]:
-        """Like :meth:`_entities`, keyed by id."""
+    def _entities_by_id(
+        self, db: apsw.Connection, ids: Sequence[int] | None, *, observations: bool = True
+    ) -> dict[int, Entity]:
+        """Like :meth:`_entities`, keyed by id; without their observations if told so."""
         params: tuple[str, ...]
         where, params = "", ()
         if ids is not None:
@@ -710,16 +768,32 @@ class Store:
             f"SELECT id, name, entity_type FROM entities {where.format(col='id')} ORDER BY id",
             params,
         ).fetchall()
-        observations: dict[int, list[str]] = {row[0]: [] for row in rows}
-        for entity_id, content in db.execute(
-            f"SELECT entity_id, content FROM observations {where.format(col='entity_id')} "
-            "ORDER BY id",
-            params,
-        ):
-            observations[entity_id].append(content)
+        contents: dict[int, list[str]] = {row[0]: [] for row in rows}
+        if observations:
+            for entity_id, content in db.execute(
+                f"SELECT entity_id, content FROM observations {where.format(col='entity_id')} "
+                "ORDER BY id",
+                params,
+            ):
+                contents[entity_id].append(content)
         return {
-            eid: Entity.model_construct(name=name, entityType=etype, observations=observations[eid])
+            eid: Entity.model_construct(name=name, entityType=etype, observations=contents[eid])
             for eid, name, etype in rows
+        }
+
+    def _relations_by_id(
+        self, db: apsw.Connection, entities: Iterable[Entity]
+    ) -> dict[int, Relation]:
+        """Relations with either endpoint among ``entities``, by id (creation order)."""
+        names = json.dumps([e.name for e in entities])
+        return {
+            relation_id: Relation.model_construct(from_=f, to=t, relationType=rt)
+            for relation_id, f, t, rt in db.execute(
+                "SELECT id, from_name, to_name, relation_type FROM relations "
+                "WHERE from_name IN (SELECT value FROM json_each(?1)) "
+                "OR to_name IN (SELECT value FROM json_each(?1))",
+                (names,),
+            )
         }
 
     def _relations_of(self, db: apsw.Connection, entities: Sequence[Entity]) -> list[Relation]:

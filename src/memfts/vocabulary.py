@@ -4,8 +4,8 @@ Every distinct word the indexes hold is a row of ``search_terms`` (sql/001), wit
 spelling key (sql/002, sql/005) and its stem (sql/003). From them a search widens a query
 word to the indexed words that start with or contain it, to other spellings and other forms
 of it (``renewing`` -> ``renew``, ``mueller`` -> ``müller``), and, for a word nothing holds,
-to the closest indexed word or to two words written together. Document frequencies come from
-the FTS5 vocabularies (``temp.*_vocab``, created per connection by :func:`prepare`).
+to the closest indexed word or to two words written together. Every lookup reads a bounded
+number of rows, however large the vocabulary or common the word.
 
 Connection-bound state lives only in :func:`prepare`; a :class:`Lookup` is made per search
 (its answers are memoised for that search only, since writes change the vocabulary); the
@@ -14,7 +14,9 @@ per-store :class:`KnownWords` cache is shared between threads and locked.
 
 from __future__ import annotations
 
+import json
 import logging
+import string
 import threading
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
@@ -35,8 +37,18 @@ MIN_INFIX_LENGTH = 3
 nearly everything. CJK words are the exception: one or two characters are whole words there,
 so they are always looked up inside longer runs."""
 
+MIN_CORRECTED_WORD = 3
+"""Shortest word that typo correction is tried on."""
+
 MAX_CORRECTED_WORD = 40
 """Longest word that typo correction (and splitting joined words) is tried on."""
+
+TYPO_CANDIDATES = 300
+"""Vocabulary rows read per source of spelling candidates (a piece of the word, its first
+letters, its spelling key): a typo costs the same however large the vocabulary grows."""
+
+FREQUENCY_BOUND = 1_000
+"""Rows counted per index when telling how common a word is (typo correction, splits)."""
 
 MAX_INFIX_EXPANSIONS = 64
 """Cap on the indexed words one partial word widens to (closest first), so a query stays a
@@ -76,16 +88,10 @@ def _fold_sql(*args: apsw.SQLiteValue) -> apsw.SQLiteValue:
 def prepare(conn: apsw.Connection) -> None:
     """Register what search needs on a connection; run once on every connection that searches.
 
-    Unicode case folding for entity types (``memfts_fold``: SQL's NOCASE folds ASCII only),
-    and the FTS5 vocabularies that document frequencies are read from (in ``temp``: the
-    file's schema, as other tools see it, is unchanged). Nothing is kept of ``conn``.
+    Today: Unicode case folding for entity types (``memfts_fold``: SQL's NOCASE folds ASCII
+    only). Nothing is kept of ``conn``.
     """
     conn.create_scalar_function("memfts_fold", _fold_sql, 1, deterministic=True)
-    for table in ("observations", "entities"):
-        conn.execute(
-            f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.{table}_vocab "
-            f"USING fts5vocab(main, {table}_fts, row)"
-        )
 
 
 # ---- spelling --------------------------------------------------------------------------------
@@ -162,6 +168,30 @@ def loose_key(word: str) -> str:
     for pair, letter in _TRANSLITERATIONS:
         key = key.replace(pair, letter)
     return key
+
+
+def _pieces(word: str, count: int) -> list[str]:
+    """``word`` cut into ``count`` consecutive pieces as even as can be; those of 3+ letters."""
+    size, extra = divmod(len(word), count)
+    pieces, start = [], 0
+    for i in range(count):
+        end = start + size + (i < extra)
+        pieces.append(word[start:end])
+        start = end
+    return [p for p in pieces if len(p) >= 3]
+
+
+def _one_edit(word: str) -> set[str]:
+    """Every string one deletion, swap of neighbours, replacement or insertion away from
+    ``word``, over its own letters and a-z (the typos of a short word)."""
+    letters = set(word) | set(string.ascii_lowercase) | set(string.digits)
+    splits = [(word[:i], word[i:]) for i in range(len(word) + 1)]
+    return (
+        {a + b[1:] for a, b in splits if b}
+        | {a + b[1] + b[0] + b[2:] for a, b in splits if len(b) > 1}
+        | {a + c + b[1:] for a, b in splits if b for c in letters}
+        | {a + c + b for a, b in splits for c in letters}
+    ) - {word}
 
 
 def typo_budget(word: str) -> int:
@@ -357,9 +387,13 @@ class Lookup:
     suggestions, the correction and the snippets); make a new one for every search.
     """
 
-    def __init__(self, db: apsw.Connection, stems: Stems) -> None:
+    def __init__(
+        self, db: apsw.Connection, stems: Stems, late: Callable[[], bool] = lambda: False
+    ) -> None:
         self.db = db
         self.stems = stems
+        self.late = late
+        """True once the search is out of time (:class:`memfts.ranking.Deadline`)."""
         self._variants: dict[str, tuple[list[str], list[str]]] = {}
         self._containing: dict[str, list[str]] = {}
         self._closest: dict[str, str | None] = {}
@@ -392,7 +426,7 @@ class Lookup:
                 params[f"q{i}"] = search.quote(word)
                 inside = (
                     "id IN (SELECT rowid FROM search_terms_trigram "
-                    f"WHERE search_terms_trigram MATCH :q{i})"
+                    f"WHERE search_terms_trigram MATCH :q{i} LIMIT :scan)"
                 )
             else:  # one or two CJK characters: too short for the trigram index, scan the words
                 inside = f"instr(term, :w{i}) > 1"
@@ -431,18 +465,26 @@ class Lookup:
         self.expand([word])
         return self._containing[word]
 
-    def document_frequency(self, term: str) -> int:
-        """How many rows (observations plus entities) hold ``term`` as a whole word."""
-        if term not in self._frequencies:
-            self._frequencies[term] = int(
-                self.db.execute(
-                    "SELECT coalesce((SELECT doc FROM temp.observations_vocab "
-                    "WHERE term = :term), 0) "
-                    "+ coalesce((SELECT doc FROM temp.entities_vocab WHERE term = :term), 0)",
-                    {"term": term},
-                ).get
+    def frequencies(self, terms: Iterable[str]) -> dict[str, int]:
+        """How many rows (observations plus entities) hold each term as a whole word, counted
+        no further than :data:`FREQUENCY_BOUND` per index: enough to tell a word in use from
+        a rare one, at a bounded cost however common it is. One statement for all of them."""
+        terms = list(terms)
+        todo = [t for t in dict.fromkeys(terms) if t not in self._frequencies]
+        if todo:
+            rows = self.db.execute(
+                "SELECT value, "
+                "(SELECT count(*) FROM (SELECT 1 FROM observations_fts "
+                "WHERE observations_fts MATCH '\"' || replace(value, '\"', '\"\"') || '\"' "
+                "LIMIT :bound)) + "
+                "(SELECT count(*) FROM (SELECT 1 FROM entities_fts "
+                "WHERE entities_fts MATCH '\"' || replace(value, '\"', '\"\"') || '\"' "
+                "LIMIT :bound)) "
+                "FROM json_each(:terms)",
+                {"terms": json.dumps(todo), "bound": FREQUENCY_BOUND},
             )
-        return self._frequencies[term]
+            self._frequencies.update((str(t), int(n)) for t, n in rows)
+        return {t: self._frequencies[t] for t in terms}
 
     def suggestions(self, words: Iterable[str]) -> list[str]:
         """The closest indexed word of each of ``words`` that has one, without repeats."""
@@ -456,43 +498,68 @@ class Lookup:
         words with the same spelling key (``yildiz`` for ``yıldız``, at distance 0).
         """
         if word not in self._closest:
+            if self.late():  # the search's time is up: stop as SQLite's own statements do
+                raise apsw.InterruptError("the search ran out of time")
             self._closest[word] = self._find_closest_word(word)
         return self._closest[word]
 
     def _find_closest_word(self, word: str) -> str | None:
-        if len(word) > MAX_CORRECTED_WORD:
-            return None  # no word is that long: a pasted blob, not a typo
-        grams = trigrams(word)
-        if not grams or self.db.execute("SELECT 1 FROM search_terms WHERE term = ?", (word,)).get:
-            return None
-        key = loose_key(word)
+        if not MIN_CORRECTED_WORD <= len(word) <= MAX_CORRECTED_WORD:
+            return None  # too short to tell a typo, or a pasted blob, not a typo
         budget = typo_budget(word)
+        letters = letters_key(word)
         start = word[:2]
-        after = start[:-1] + chr(min(ord(start[-1]) + 1, 0x10FFFF))
-        candidates = {
-            term
-            for (term,) in self.db.execute(
-                "SELECT term FROM search_terms WHERE id IN (SELECT rowid FROM search_terms_trigram "
-                "WHERE search_terms_trigram MATCH :grams ORDER BY rank LIMIT 200) "
-                "UNION SELECT term FROM (SELECT term FROM search_terms WHERE term >= :start "
-                "AND term < :after AND length(term) BETWEEN :shortest AND :longest LIMIT 500) "
-                "UNION SELECT term FROM search_terms WHERE loose = :key",
-                {
-                    "grams": " OR ".join(search.quote(g) for g in grams),
-                    "start": start,
-                    "after": after,
-                    "shortest": len(word) - budget,
-                    "longest": len(word) + budget,
-                    "key": key,
-                },
-            )
+        params: dict[str, object] = {
+            "word": word,
+            "key": loose_key(word),
+            "start": start,
+            "after": start[:-1] + chr(min(ord(start[-1]) + 1, 0x10FFFF)),
+            "shortest": len(word) - budget,
+            "longest": len(word) + budget,
+            "most": TYPO_CANDIDATES,
         }
-        scored = [
-            (d, -self.document_frequency(term), term)
+        sources = [
+            "SELECT 0, term FROM search_terms WHERE term = :word",
+            "SELECT * FROM (SELECT 1, term FROM search_terms WHERE loose = :key LIMIT :most)",
+            # the first two letters and about the length: transpositions, short words
+            "SELECT * FROM (SELECT 1, term FROM search_terms WHERE term >= :start "
+            "AND term < :after AND length(term) BETWEEN :shortest AND :longest LIMIT :most)",
+        ]
+        # Within `budget` edits, one of `budget + 1` pieces of the word is left whole: words
+        # holding a piece (3+ letters, through the trigram index) are the candidates. Pieces
+        # of a word under 9 letters are too short: each of its trigrams is one instead.
+        pieces = _pieces(letters, budget + 1)
+        if len(pieces) < budget + 1:
+            pieces = trigrams(letters)
+        for i, piece in enumerate(pieces):
+            params[f"piece{i}"] = search.quote(piece)
+            sources.append(
+                "SELECT * FROM (SELECT 1, term FROM search_terms WHERE id IN "
+                "(SELECT rowid FROM search_terms_trigram "
+                f"WHERE search_terms_trigram MATCH :piece{i} LIMIT :most) "
+                "AND length(term) BETWEEN :shortest AND :longest)"
+            )
+        if budget == 1:  # a short word: every word one edit away, looked up exactly
+            params["edits"] = json.dumps(sorted(_one_edit(word)))
+            sources.append(
+                "SELECT 1, term FROM search_terms "
+                "WHERE term IN (SELECT value FROM json_each(:edits))"
+            )
+        candidates: set[str] = set()
+        for source, term in self.db.execute(" UNION ".join(sources), params):
+            if source == 0:
+                return None  # the word is indexed: not a typo
+            candidates.add(term)
+        distances = {
+            term: d
             for term in candidates
             if (d := self._spelling_distance(word, term, budget)) <= budget
-        ]
-        scored = [s for s in scored if s[1] < 0]  # a word no entity uses any more is no help
+        }
+        if not distances:
+            return self.split_word(word)
+        frequencies = self.frequencies(distances)
+        # the closest, then the commonest; a word no entity uses any more is no help
+        scored = [(d, -frequencies[t], t) for t, d in distances.items() if frequencies[t]]
         return min(scored)[2] if scored else self.split_word(word)
 
     @staticmethod
@@ -509,12 +576,20 @@ class Lookup:
         ``userservice`` for ``user_service``. Searched as a phrase; the commonest pair wins."""
         if len(word) < 5 or search.has_cjk(word):
             return None
+        pairs = [(word[:i], word[i:]) for i in range(2, len(word) - 1)]
+        parts = json.dumps(sorted({p for pair in pairs for p in pair}))
+        indexed = {
+            term
+            for (term,) in self.db.execute(
+                "SELECT term FROM search_terms WHERE term IN (SELECT value FROM json_each(?))",
+                (parts,),
+            )
+        }
+        pairs = [(a, b) for a, b in pairs if a in indexed and b in indexed]
+        frequencies = self.frequencies(p for pair in pairs for p in pair)
         splits = [
-            (min(df_a, df_b), f"{a} {b}")
-            for i in range(2, len(word) - 1)
-            if (a := word[:i])
-            and (b := word[i:])
-            and (df_a := self.document_frequency(a))
-            and (df_b := self.document_frequency(b))
+            (min(frequencies[a], frequencies[b]), f"{a} {b}")
+            for a, b in pairs
+            if frequencies[a] and frequencies[b]
         ]
         return max(splits)[1] if splits else None
