@@ -92,6 +92,17 @@ WAL_RESTART_BACKOFF_S = (0.25, 8.0)
 process waits this long before trying again, doubling up to the maximum: writers are never
 held up more than ``WAL_RESTART_WAIT_MS`` now and then."""
 
+APPLICATION_ID = 0x6D656D66
+"""``PRAGMA application_id`` of a memfts database ("memf"): how memfts knows its own files."""
+
+MEMFTS_TABLES = frozenset(
+    {"entities", "observations", "relations", "entities_fts", "observations_fts", "search_terms"}
+)
+"""Tables every memfts schema has had: how a file from before the application id is known."""
+
+GRAPH_TABLES = frozenset({"entities", "entity", "observations", "relations", "nodes", "edges"})
+"""Tables that say a foreign file holds a memory graph (one ``memfts import`` reads)."""
+
 _SQL_FILE = re.compile(r"^(\d{3})_[\w-]+\.sql$")
 
 
@@ -115,6 +126,15 @@ def migrations(directory: Path | None = None) -> list[tuple[int, Path]]:
     if [v for v, _ in found] != list(range(1, len(found) + 1)):
         raise RuntimeError(f"schema files in {directory} must be numbered 001, 002... with no gap")
     return found
+
+
+def _looks_like_json_lines(path: Path) -> bool:
+    try:
+        with path.open("rb") as file:
+            head = file.read(64)
+    except OSError:
+        return False
+    return head.removeprefix(b"\xef\xbb\xbf").lstrip().startswith((b"{", b"["))
 
 
 _NO_ROOM = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
@@ -162,6 +182,12 @@ def storage_error(exc: apsw.Error, path: Path, os_errno: int = 0) -> MemftsError
             ".recover"
         )
     if isinstance(exc, apsw.NotADBError):
+        if _looks_like_json_lines(path):
+            return DatabaseOpenError(
+                f"{path} is a JSON memory file (the official server's memory.jsonl?), not a "
+                f"database; memfts left it as it was. Import it: `memfts import {path}` (into the "
+                "default database, or add --db NEW.db)"
+            )
         return DatabaseOpenError(
             f"{path} is not a SQLite database (the file was not changed): point --db or "
             "MEMORY_DB_PATH at a memfts database, or at a new file name"
@@ -176,6 +202,20 @@ def storage_error(exc: apsw.Error, path: Path, os_errno: int = 0) -> MemftsError
             f"a value is too large for SQLite ({detail}); nothing was written"
         )
     return None
+
+
+def sqlite_path(path: Path) -> str:
+    """``path`` as SQLite takes it (UTF-8 text), or one line saying why it cannot be."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        raise DatabaseOpenError(
+            f"the path {shown!r} is not UTF-8 text (\ufffd marks the bytes that are not), and "
+            "SQLite takes only UTF-8 file names: rename the file or folder, or use another path"
+        ) from None
+    return text
 
 
 def _check_folder(path: Path) -> None:
@@ -237,6 +277,8 @@ class Database:
         self._version_conn: apsw.Connection | None = None
         self._next_restart = 0.0
         self._restart_backoff = 0.0
+        self._sqlite_path = sqlite_path(self.path)
+        self._identified = False
         _check_folder(self.path)
         self._handle()  # opens this thread's connection: fails here if the file is unusable
         try:
@@ -290,20 +332,23 @@ class Database:
 
     def _connect(self) -> apsw.Connection:
         try:
-            conn = apsw.Connection(str(self.path))
+            conn = apsw.Connection(self._sqlite_path)
         except apsw.Error as exc:
             raise self._open_error(exc) from None
         try:
             conn.set_busy_timeout(self._busy_handler_ms)
-            # Refuse a newer file before anything below could change it (WAL switch).
-            self._refuse_newer(self._retry(conn, lambda: conn.pragma("user_version")))
-            # Changing the journal mode needs a moment alone with the file: retried like a write.
-            mode = self._retry(conn, lambda: conn.pragma("journal_mode", "wal"))
-            if mode != "wal":
-                raise DatabaseOpenError(
-                    f"{self.path}: could not switch to WAL mode (got {mode!r}); the file or its "
-                    "folder may be read-only, or on a file system without shared memory"
-                )
+            if not self._identified:
+                # Before anything below could change the file (the WAL switch, a migration):
+                # refuse another program's database, and a newer memfts's.
+                self._identify(conn)
+                # Changing the journal mode needs a moment alone with the file: retried.
+                mode = self._retry(conn, lambda: conn.pragma("journal_mode", "wal"))
+                if mode != "wal":
+                    raise DatabaseOpenError(
+                        f"{self.path}: could not switch to WAL mode (got {mode!r}); the file or "
+                        "its folder may be read-only, or on a file system without shared memory"
+                    )
+                self._identified = True
             # NORMAL: in WAL a commit survives any process crash; only an OS crash or power
             # loss may roll back the last few commits, and each commit costs no fsync.
             # See bench/STRESS.md for the measured difference and when to choose FULL.
@@ -317,6 +362,50 @@ class Database:
             conn.close()
             raise
         return conn
+
+    def _identify(self, conn: apsw.Connection) -> None:
+        """Refuse a file that is not a memfts database, with what to do instead.
+
+        A memfts file carries :data:`APPLICATION_ID`; one from before it did (v0.1) is known by
+        its schema version and tables, and gets the mark when it is migrated. A new, empty
+        file is a new memfts database. Only reads: a refused file is left as it was.
+        """
+
+        def look() -> tuple[int, int, set[str]]:
+            tables = {
+                name
+                for (name,) in conn.execute(
+                    "SELECT name FROM sqlite_schema WHERE type = 'table' "
+                    "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+                )
+            }
+            return conn.pragma("application_id"), conn.pragma("user_version"), tables
+
+        application_id, version, tables = self._retry(conn, look)
+        if application_id == APPLICATION_ID or (application_id == 0 and not tables):
+            self._refuse_newer(version)
+            return
+        if application_id == 0 and version >= 1 and tables >= MEMFTS_TABLES:
+            self._refuse_newer(version)  # a memfts file from before the mark
+            return
+        if application_id != 0:
+            raise DatabaseOpenError(
+                f"{self.path} is another program's SQLite database (application_id "
+                f"{application_id:#x}), not a memfts one; memfts left it as it was: point --db "
+                "or MEMORY_DB_PATH at a memfts database, or at a new file name"
+            )
+        if tables & GRAPH_TABLES:
+            raise DatabaseOpenError(
+                f"{self.path} is a memory graph written by another program (a SQLite fork of the "
+                "memory server?), not a memfts database; memfts left it as it was. Import it: "
+                f"`memfts import {self.path}` (into the default database, or add --db NEW.db)"
+            )
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise DatabaseOpenError(
+            f"{self.path} is another program's SQLite database (tables: {shown}), not a memfts "
+            "one; memfts left it as it was: point --db or MEMORY_DB_PATH at a memfts database, "
+            "or at a new file name"
+        )
 
     def _open_error(self, exc: apsw.Error) -> MemftsError:
         error = storage_error(exc, self.path)
@@ -336,7 +425,13 @@ class Database:
             )
 
     def _migrate(self) -> None:
-        """Bring the schema up to date, one numbered file per transaction."""
+        """Bring the schema up to date, one numbered file per transaction, and mark the file
+        as memfts's (:data:`APPLICATION_ID`) if it is not yet."""
+        with self.read() as db:
+            marked = db.pragma("application_id") == APPLICATION_ID
+        if not marked:
+            with self.write() as db:
+                db.pragma("application_id", APPLICATION_ID)
         for version, path in migrations():
             with self.write() as db:
                 current = db.pragma("user_version")

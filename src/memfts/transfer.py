@@ -27,6 +27,7 @@ from typing import IO, Any, Literal
 import apsw
 from pydantic import ValidationError
 
+from memfts.database import sqlite_path
 from memfts.errors import MemftsError
 from memfts.models import Entity, ImportCounts, Relation
 from memfts.store import Store
@@ -262,7 +263,7 @@ class SqliteSource:
 
     def _connect(self) -> apsw.Connection:
         try:
-            conn = apsw.Connection(str(self.path), flags=apsw.SQLITE_OPEN_READONLY)
+            conn = apsw.Connection(sqlite_path(self.path), flags=apsw.SQLITE_OPEN_READONLY)
             conn.set_busy_timeout(5_000)
             conn.execute("SELECT count(*) FROM sqlite_schema").get  # noqa: B018
         except apsw.Error as exc:
@@ -435,6 +436,7 @@ def open_source(path: str | os.PathLike[str]) -> Source:
     except OSError as exc:
         raise TransferError(f"cannot read {path}: {exc.strerror}") from None
     if head.startswith(SQLITE_HEADER):
+        sqlite_path(path)  # a name SQLite cannot take fails now, before anything is created
         return SqliteSource(path)
     start = head.removeprefix(UTF8_BOM).lstrip()
     if not start or start.startswith(b"{"):
@@ -643,6 +645,18 @@ def _mode_for(target: Path) -> int:
 def export_file(store: Store, path: str | os.PathLike[str], *, force: bool = False) -> ExportCounts:
     """Write the graph to ``path`` atomically: readers see the old file or the whole new one."""
     target = Path(path)
+    if target.is_symlink() and not target.exists():
+        raise TransferError(
+            f"{target} is a symbolic link to {os.readlink(target)}, which does not exist: memfts "
+            "does not write through it; remove the link or give another path"
+        )
+    database = store.path
+    for own in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
+        if _same_file(target, own):  # by device and inode: hard links and symlinks too
+            raise TransferError(
+                f"{target} is {'the database' if own == database else 'a file of the database'} "
+                f"being exported ({own}); export to another file (nothing was written)"
+            )
     if target.exists() and not force:
         raise TransferError(f"{target} exists; pass --force to replace it")
     if target.is_dir():
