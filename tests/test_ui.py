@@ -7,9 +7,11 @@ every answer, the escaped bytes of text from the database, and the layout's geom
 
 from __future__ import annotations
 
+import http.client
 import math
 import re
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
@@ -96,6 +98,8 @@ def test_search_page_shows_n_of_m_corrections_and_suggestions(ui: UiServer) -> N
     counted = ui.get("/?q=service&limit=2").body
     assert re.search(r'<span class="count">2</span> of <span class="total">\d+', counted)
     assert "Show more" in counted
+    partly = ui.get("/?q=idempotency+retries").body
+    assert "2 of them hold every word of the query" in partly
 
 
 def test_text_from_the_database_is_escaped_everywhere(ui: UiServer) -> None:
@@ -119,6 +123,22 @@ def test_text_from_the_database_is_escaped_everywhere(ui: UiServer) -> None:
     assert "<h1>&lt;b&gt;Mallory&lt;/b&gt;</h1>" in page
     found = ui.get("/?q=alert").body
     assert "&lt;script&gt;<mark>alert</mark>(&#34;owned&#34;)" in found
+
+
+def test_answers_on_a_kept_alive_connection_do_not_wait_for_delayed_acks(ui: UiServer) -> None:
+    """With Nagle's algorithm on, each answer's second write waits for the client's delayed
+    ACK: every request on a kept-alive connection (a browser's, polling) took 40+ ms."""
+    conn = http.client.HTTPConnection("127.0.0.1", ui.port, timeout=60)
+    times = []
+    try:
+        for _ in range(20):
+            start = time.perf_counter()
+            conn.request("GET", "/api/version", headers={"Host": f"127.0.0.1:{ui.port}"})
+            conn.getresponse().read()
+            times.append(time.perf_counter() - start)
+    finally:
+        conn.close()
+    assert sorted(times)[len(times) // 2] < 0.030, times  # the median; a delayed ACK is 40 ms
 
 
 def test_a_foreign_host_header_is_refused(ui: UiServer) -> None:

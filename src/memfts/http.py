@@ -510,7 +510,10 @@ def listen(host: str, port: int) -> socket.socket:
     """The listening socket, bound before anything is printed: a port in use is one line."""
     address = host.strip("[]") or "0.0.0.0"
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named, not left 0: asyncio turns Nagle off (TCP_NODELAY) only for accepted
+    # sockets whose proto says TCP, and with Nagle on, every answer on a kept-alive connection
+    # waited ~40 ms for the client's delayed ACK (its headers and body are two writes)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((address, port))
