@@ -422,8 +422,9 @@ def test_optimize_truncates_the_wal(imported: Path) -> None:
 def test_help_lists_every_command_and_each_takes_db() -> None:
     done = run("--help")
     assert done.returncode == 0
-    commands = ["serve", "search", "show", "stats", "check", "optimize", "import", "export"]
-    commands += ["ui", "rename", "set-type", "edit-observation", "delete-observation", "delete"]
+    commands = ["serve", "search", "show", "stats", "check", "optimize", "embed", "import"]
+    commands += ["export", "ui", "rename", "set-type", "edit-observation", "delete-observation"]
+    commands += ["delete"]
     commands += ["merge", "duplicates"]
     listed = [line.split()[0] for line in done.stdout.split("Commands:")[1].strip().splitlines()]
     assert listed == commands

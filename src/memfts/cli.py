@@ -522,6 +522,26 @@ def optimize(db: str | None, vacuum: bool) -> None:
     )
 
 
+@main.command(short_help="Vectors for semantic search (memfts[semantic]).")
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+def embed(db: str | None, as_json: bool) -> None:
+    """Write the vectors semantic search needs for entities that have none.
+
+    Needed once after installing the semantic extra on an existing database, and after a
+    memfts without the extra (or another tool) changed entities. Safe to interrupt and run
+    again: it carries on where it stopped. Servers may keep running meanwhile.
+    """
+    with _open_store(db) as store:
+        missing = store.vectors_missing()
+        with _progress_bars(sys.stderr.isatty() and not as_json)("embedding", missing) as bar:
+            counts = store.embed_missing(bar)
+    if as_json:
+        _json_out(counts.model_dump())
+        return
+    _out(f"{counts.embedded:,} entities embedded with {counts.model} ({counts.entities:,} in all)")
+
+
 # ---- import / export -----------------------------------------------------------------------
 
 

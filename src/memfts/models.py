@@ -7,7 +7,7 @@ works unchanged.
 
 from __future__ import annotations
 
-from typing import Annotated, NamedTuple
+from typing import Annotated, Literal, NamedTuple
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -128,6 +128,11 @@ class SearchHit(BaseModel):
         default=None,
         description="The best-matching observation fragments, matched words in **bold**",
     )
+    foundBy: list[Literal["lexical", "semantic"]] | None = Field(
+        default=None,
+        description="With semantic search installed: what found the entity, its words "
+        "(lexical), its meaning (semantic), or both",
+    )
 
 
 class SearchResult(BaseModel):
@@ -231,6 +236,14 @@ class StoreStats(BaseModel):
     entity_types: int
     db_bytes: int
     wal_bytes: int
+
+
+class EmbedCounts(BaseModel):
+    """What ``memfts embed`` did: entities given a vector now, and how many had one."""
+
+    model: str = Field(description="The embedding model the vectors are from")
+    embedded: int = Field(description="Entities given a vector by this run")
+    entities: int = Field(description="Entities in the store")
 
 
 # ---- curation and browsing (memfts ui and the CLI's curation commands) ---------------------

@@ -40,6 +40,7 @@ from memfts.models import (
     DuplicateCandidate,
     DuplicateGroup,
     Duplicates,
+    EmbedCounts,
     Entity,
     EntityDetail,
     GraphNode,
@@ -62,6 +63,7 @@ from memfts.models import (
     StoreStats,
     Text,
 )
+from memfts.semantic_setup import INSTALL_HINT, SWITCH_ENV, SemanticSetupError, open_semantic
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +212,11 @@ class Store:
         self._known_words = vocabulary.KnownWords(self._stems)
         self._db.on_connect(vocabulary.prepare)
         vocabulary.sync_stems(self._read, self._write, self._stems)
+        try:
+            self._semantic = open_semantic(self._db.conn)
+        except BaseException:
+            self._db.close()
+            raise
 
     async def run(self, call: Callable[..., T], /, *args: Any, writes: bool = False) -> T:
         """``call(*args)`` (a method of this store) in the store's threads, off the event loop;
@@ -254,6 +261,12 @@ class Store:
                     f"{self.limits.max_observation_chars} (MEMFTS_MAX_OBSERVATION_CHARS)"
                 )
 
+    def _embed(self, db: apsw.Connection, entity_ids: Iterable[int]) -> None:
+        """Re-embed the entities whose text this transaction changed (semantic extra only):
+        sql/006's triggers deleted their vectors, the new ones commit with the text."""
+        if self._semantic is not None:
+            self._semantic.embed(db, list(entity_ids))
+
     # ---- writes --------------------------------------------------------------------------
 
     def create_entities(self, entities: Sequence[Entity]) -> list[Entity]:
@@ -268,6 +281,7 @@ class Store:
             self._check_observations(entity.name, entity.observations)
         self._check_call_chars(t for e in entities for t in (e.name, e.entityType, *e.observations))
         created: list[Entity] = []
+        created_ids: list[int] = []
         now = _now_us()
         with self._write() as db:
             for entity in entities:
@@ -276,6 +290,8 @@ class Store:
                     continue
                 observations = _insert_observations(db, entity_id, entity.observations)
                 created.append(entity.model_copy(update={"observations": observations}))
+                created_ids.append(entity_id)
+            self._embed(db, created_ids)
             words = self._known_words.remember(
                 db,
                 (t for e in created for t in (e.name, e.entityType, *e.observations)),
@@ -311,6 +327,7 @@ class Store:
             self._check_observations(a.entityName, a.contents)
         self._check_call_chars(c for a in additions for c in a.contents)
         results: list[AddedObservations] = []
+        changed: list[int] = []
         now = _now_us()
         with self._write() as db:
             for a in additions:
@@ -322,7 +339,9 @@ class Store:
                 added = _insert_observations(db, entity_id, a.contents)
                 if added:
                     db.execute("UPDATE entities SET updated_at = ? WHERE id = ?", (now, entity_id))
+                    changed.append(entity_id)
                 results.append(AddedObservations(entityName=a.entityName, addedObservations=added))
+            self._embed(db, changed)
             words = self._known_words.remember(
                 db, (c for r in results for c in r.addedObservations)
             )
@@ -355,6 +374,7 @@ class Store:
         self._check_batch("deletion groups", deletions)
         count = 0
         missing: list[str] = []
+        changed: list[int] = []
         now = _now_us()
         with self._write() as db:
             for d in deletions:
@@ -375,6 +395,8 @@ class Store:
                 if removed:
                     count += removed
                     db.execute("UPDATE entities SET updated_at = ? WHERE id = ?", (now, entity_id))
+                    changed.append(entity_id)
+            self._embed(db, changed)
         return count, missing
 
     def delete_relations(self, relations: Sequence[Relation]) -> int:
@@ -409,6 +431,7 @@ class Store:
     ) -> tuple[ImportCounts, set[str]]:
         """:meth:`import_batch` inside the caller's transaction; also the words to learn."""
         counts = ImportCounts()
+        changed: list[int] = []
         now = _now_us()
         for entity in entities:
             created_id = _insert_entity(db, entity, now)
@@ -424,6 +447,8 @@ class Store:
             added = len(_insert_observations(db, entity_id, entity.observations))
             if added and existing:  # changed now, as with add_observations
                 db.execute("UPDATE entities SET updated_at = ? WHERE id = ?", (now, entity_id))
+            if added or not existing:
+                changed.append(entity_id)
             counts.observations_added += added
             counts.observations_skipped += len(entity.observations) - added
         for r in relations:
@@ -431,6 +456,7 @@ class Store:
                 counts.relations_added += 1
             else:
                 counts.relations_skipped += 1
+        self._embed(db, changed)
         words = self._known_words.remember(
             db, (t for e in entities for t in (e.name, e.entityType, *e.observations))
         )
@@ -877,6 +903,30 @@ class Store:
             self._db.vacuum()
         self._db.checkpoint("TRUNCATE")
 
+    def embed_missing(self, progress: Callable[[int], None] = lambda n: None) -> EmbedCounts:
+        """Give a semantic-search vector to every entity without one (``memfts embed``).
+
+        For entities written before the semantic extra was installed, or by a memfts without
+        it. ``progress(n)`` is called after each committed batch; an interrupted run keeps
+        what it committed and the next one carries on.
+        """
+        if self._semantic is None:
+            raise SemanticSetupError(
+                f"semantic search is off in this process ({SWITCH_ENV}=off, or the extra is "
+                f"not installed: {INSTALL_HINT})"
+            )
+        embedded = self._semantic.backfill(self._write, progress)
+        with self._read() as db:
+            entities = int(db.execute("SELECT count(*) FROM entities").get)
+        return EmbedCounts(model=self._semantic.model.name, embedded=embedded, entities=entities)
+
+    def vectors_missing(self) -> int:
+        """Entities without a vector of this process's model (all of them without the extra)."""
+        with self._read() as db:
+            if self._semantic is None:
+                return int(db.execute("SELECT count(*) FROM entities").get)
+            return self._semantic.missing(db)
+
     # ---- curation and browsing (memfts ui, and the CLI's rename/merge/... commands) --------
     # Each write is one transaction, its input checked as the tools check theirs (same rules,
     # same limits). The entities it changes become recently changed, and new text goes through
@@ -903,6 +953,7 @@ class Store:
                 {"new": new_name, "now": _now_us(), "id": entity_id},
             )
             moved, merged = _repoint_relations(db, name, new_name)
+            self._embed(db, [entity_id])
             words = self._known_words.remember(db, [new_name])
         self._known_words.learned(words)
         return RenameReport(old=name, new=new_name, relations_moved=moved, relations_merged=merged)
@@ -917,6 +968,7 @@ class Store:
                 "WHERE id = :id AND entity_type != :type",
                 {"type": entity_type, "now": _now_us(), "id": entity_id},
             )
+            self._embed(db, [entity_id])
             words = self._known_words.remember(db, [entity_type])
         self._known_words.learned(words)
 
@@ -939,6 +991,7 @@ class Store:
                 )
             db.execute("UPDATE observations SET content = ? WHERE id = ?", (new, observation_id))
             _touch(db, entity_id)
+            self._embed(db, [entity_id])
             words = self._known_words.remember(db, [new])
         self._known_words.learned(words)
 
@@ -949,6 +1002,7 @@ class Store:
             observation_id = _observation_id(db, entity_id, name, content)
             db.execute("DELETE FROM observations WHERE id = ?", (observation_id,))
             _touch(db, entity_id)
+            self._embed(db, [entity_id])
 
     def delete_entity(self, name: str, *, dry_run: bool = False) -> DeleteReport:
         """Delete one entity, its observations and every relation naming it (at either end).
@@ -1011,6 +1065,7 @@ class Store:
                 moved, shared = _repoint_relations(db, source, target)
                 db.execute("DELETE FROM entities WHERE id = ?", (source_id,))
                 _touch(db, target_id)
+                self._embed(db, [target_id])
                 report = MergeReport(
                     source=source,
                     target=target,

@@ -1,0 +1,568 @@
+"""Semantic search, the optional extra: off and invisible without it; with it, every write
+path commits an entity's vector with its text, other writers' changes are caught by the
+schema's triggers and by `memfts embed`, and each process sees other processes' vectors.
+
+Tests marked ``needs_extra`` run where ``memfts[semantic]`` is installed (CI runs the suite
+in a second venv with it); they use a tiny model the tests build themselves, loaded through
+the same path as any user-named model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import apsw
+import pytest
+
+from conftest import memfts_command, server_env
+from memfts import semantic_setup
+from memfts.errors import EntityNotFoundError
+from memfts.models import Entity, ObservationAddition, ObservationDeletion, Relation
+from memfts.semantic_setup import SemanticSetupError, installed, wanted
+from memfts.store import Store
+
+SQLITE3_SHELL = "/usr/bin/sqlite3"
+
+needs_extra = pytest.mark.skipif(
+    not installed("a user-named model"),
+    reason="the semantic extra is not installed (CI runs these in its second venv)",
+)
+needs_wordllama = pytest.mark.skipif(
+    not installed(), reason="the semantic extra is not installed (CI runs these in its second venv)"
+)
+
+CONCEPTS = {
+    "database": ("database", "postgres", "postgresql", "sql", "db"),
+    "holiday": ("vacation", "holiday", "leave", "time", "off"),
+    "editor": ("editor", "neovim", "vim", "emacs"),
+    "music": ("guitar", "piano", "song"),
+}
+"""The tiny model's world: words of one concept share a direction."""
+
+
+def build_tiny_model(folder: Path) -> Path:
+    """A static embedding model in model2vec's layout, as a user would name one."""
+    import numpy as np
+    from safetensors.numpy import save_file
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers
+    from tokenizers.models import WordLevel
+
+    words = [w for group in CONCEPTS.values() for w in group] + ["alice", "bob", "person"]
+    vocab = {"[UNK]": 0, **{w: i + 1 for i, w in enumerate(words)}}
+    tokenizer = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.Lowercase()
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    dims = 8
+    rng = np.random.default_rng(7)
+    vectors = np.zeros((len(vocab), dims), dtype=np.float32)
+    for axis, group in enumerate(CONCEPTS.values()):
+        for word in group:
+            vectors[vocab[word], axis] = 1.0
+            vectors[vocab[word]] += rng.normal(0, 0.05, dims).astype(np.float32)
+    for axis, word in enumerate(("alice", "bob", "person"), start=len(CONCEPTS)):
+        vectors[vocab[word], axis] = 1.0
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    save_file({"embeddings": vectors}, str(folder / "model.safetensors"))
+    return folder
+
+
+@pytest.fixture
+def tiny_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = build_tiny_model(tmp_path / "tiny-model")
+    monkeypatch.setenv(semantic_setup.MODEL_ENV, str(folder))
+    monkeypatch.delenv(semantic_setup.SWITCH_ENV, raising=False)
+    return folder
+
+
+@pytest.fixture
+def sem_store(db_path: Path, tiny_model: Path) -> Iterator[Store]:
+    s = Store(db_path)
+    assert s._semantic is not None
+    yield s
+    s.close()
+
+
+def vectors(path: Path) -> dict[str, tuple[str, bytes]]:
+    """Entity name -> (model name, stored vector), read with a plain connection."""
+    conn = apsw.Connection(str(path))
+    try:
+        return {
+            name: (model, blob)
+            for name, model, blob in conn.execute(
+                "SELECT e.name, m.name, v.vector FROM entity_vectors v "
+                "JOIN entities e ON e.id = v.entity_id JOIN embedding_models m ON m.id = v.model_id"
+            )
+        }
+    finally:
+        conn.close()
+
+
+def nearest(store: Store, query: str, k: int = 3) -> list[str]:
+    assert store._semantic is not None
+    with store._read() as db:
+        found = store._semantic.nearest(db, query, k)
+        names = dict(db.execute("SELECT id, name FROM entities").fetchall())
+    return [names[n.entity_id] for n in found]
+
+
+GRAPH = [
+    Entity(name="Alice", entityType="person", observations=["plays guitar", "uses neovim"]),
+    Entity(name="pg-main", entityType="service", observations=["PostgreSQL cluster"]),
+    Entity(name="policy", entityType="document", observations=["holiday rules"]),
+]
+
+
+# ---- without the extra, or switched off: nothing changes ------------------------------------
+
+
+def test_the_switch_and_the_model_variable_are_read_strictly(tmp_path: Path) -> None:
+    assert wanted({"MEMFTS_SEMANTIC": "off"}) is None
+    assert wanted({"MEMFTS_SEMANTIC": "0", "MEMFTS_EMBEDDING_MODEL": "/nowhere"}) is None
+    with pytest.raises(SemanticSetupError, match="MEMFTS_SEMANTIC='maybe': say on or off"):
+        wanted({"MEMFTS_SEMANTIC": "maybe"})
+    with pytest.raises(SemanticSetupError, match="is not a folder"):
+        wanted({"MEMFTS_EMBEDDING_MODEL": str(tmp_path / "missing")})
+    if installed():
+        assert wanted({}) == "wordllama"
+    else:
+        assert wanted({}) is None
+        with pytest.raises(SemanticSetupError, match=r"pip install 'memfts\[semantic\]'"):
+            wanted({"MEMFTS_SEMANTIC": "on"})
+
+
+OFF_CASES = [{"MEMFTS_SEMANTIC": "off"}] + ([] if installed() else [{}])
+
+
+@pytest.mark.parametrize("env", OFF_CASES, ids=lambda e: " ".join(e) or "not installed")
+def test_a_store_without_semantic_search_never_imports_numpy(
+    db_path: Path, env: dict[str, str]
+) -> None:
+    """The default install (or MEMFTS_SEMANTIC=off) pays nothing: not even the import."""
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from memfts.models import Entity, ObservationAddition
+        from memfts.store import Store
+        s = Store({str(db_path)!r})
+        s.create_entities([Entity(name="a", entityType="t", observations=["x y"])])
+        s.add_observations([ObservationAddition(entityName="a", contents=["z"])])
+        hits = s.search_nodes("x")
+        s.close()
+        print(len(hits.entities), "numpy" in sys.modules, hits.entities[0].foundBy)
+        """
+    )
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MEMFTS_")}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stdout.split() == ["1", "False", "None"], done.stderr
+    assert vectors(db_path) == {}
+
+
+def fake_vectors(path: Path) -> None:
+    """A vector for every entity, as a memfts with the extra would have left them."""
+    conn = apsw.Connection(str(path))
+    with conn:
+        conn.execute("INSERT INTO embedding_models(name, dims) VALUES ('fake', 2)")
+        conn.execute(
+            "INSERT INTO entity_vectors(entity_id, model_id, vector) "
+            "SELECT id, 1, x'7f00' FROM entities"
+        )
+    conn.close()
+
+
+def test_the_triggers_drop_a_vector_when_its_entity_text_changes(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whoever changes an entity's text, its vector goes: none describes text that is gone."""
+    monkeypatch.setenv("MEMFTS_SEMANTIC", "off")
+    names = ["keep", "added", "deleted-obs", "renamed", "retyped", "gone", "related"]
+    with_store(
+        db_path,
+        lambda s: s.create_entities(
+            [Entity(name=n, entityType="thing", observations=[f"{n} text"]) for n in names]
+        ),
+    )
+    fake_vectors(db_path)
+
+    def change(s: Store) -> None:
+        s.add_observations([ObservationAddition(entityName="added", contents=["more"])])
+        s.delete_observations(
+            [ObservationDeletion(entityName="deleted-obs", observations=["deleted-obs text"])]
+        )
+        s.delete_entities(["gone"])
+        s.create_relations([Relation(from_="related", to="keep", relationType="knows")])
+        s.add_observations([ObservationAddition(entityName="keep", contents=["keep text"])])
+
+    with_store(db_path, change)
+    conn = apsw.Connection(str(db_path))
+    with conn:
+        conn.execute("UPDATE entities SET name = 'renamed2' WHERE name = 'renamed'")
+        conn.execute("UPDATE entities SET entity_type = 'other' WHERE name = 'retyped'")
+    conn.close()
+    # an unchanged entity (a duplicate observation adds nothing) and a relation keep theirs
+    assert sorted(vectors(db_path)) == ["keep", "related"]
+
+
+def test_the_stock_sqlite3_shell_drops_the_vectors_of_what_it_changes(db_path: Path) -> None:
+    with_store(
+        db_path,
+        lambda s: s.create_entities(
+            [Entity(name=n, entityType="thing", observations=[f"{n} text"]) for n in "abc"]
+        ),
+        semantic="off",
+    )
+    fake_vectors(db_path)
+    done = subprocess.run(
+        [SQLITE3_SHELL, "-bail", "-batch", str(db_path)],
+        input="UPDATE observations SET content = 'new' WHERE content = 'a text';\n"
+        "DELETE FROM entities WHERE name = 'b';\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0 and not done.stderr, done.stderr
+    assert sorted(vectors(db_path)) == ["c"]
+
+
+def test_memfts_embed_without_the_extra_says_how_to_get_it(db_path: Path) -> None:
+    done = subprocess.run(
+        [*memfts_command(), "embed", "--db", str(db_path)],
+        env=server_env(db_path, MEMFTS_SEMANTIC="off"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "Error: semantic search is off in this process (MEMFTS_SEMANTIC=off, or the extra "
+        "is not installed: pip install 'memfts[semantic]')"
+    )
+
+
+def with_store(path: Path, action: Callable[[Store], object], semantic: str | None = None) -> None:
+    old = os.environ.get("MEMFTS_SEMANTIC")
+    if semantic is not None:
+        os.environ["MEMFTS_SEMANTIC"] = semantic
+    try:
+        s = Store(path)
+        try:
+            action(s)
+        finally:
+            s.close()
+    finally:
+        if semantic is not None:
+            if old is None:
+                del os.environ["MEMFTS_SEMANTIC"]
+            else:
+                os.environ["MEMFTS_SEMANTIC"] = old
+
+
+# ---- with the extra ---------------------------------------------------------------------------
+
+
+def entity_texts(store: Store) -> dict[str, list[str]]:
+    return {e.name: [e.name, e.entityType, *e.observations] for e in store.read_graph().entities}
+
+
+def assert_vectors_current(store: Store, path: Path) -> None:
+    """Every entity's stored vector is its text's vector under the store's model."""
+    from memfts.semantic import quantize
+
+    assert store._semantic is not None
+    model = store._semantic.model
+    texts = entity_texts(store)
+    expected = dict(zip(texts, quantize(model.embed(list(texts.values()))), strict=True))
+    assert vectors(path) == {name: (model.name, blob) for name, blob in expected.items()}
+
+
+@needs_extra
+def test_the_index_keeps_the_sign_bits_of_the_latest_vector_of_each_entity() -> None:
+    """Rows arrive in any order (new ids, backfilled low ids, replacements); the coarse
+    search returns exactly the entities nearest by Hamming distance, never forgotten ones."""
+    import numpy as np
+
+    from memfts.semantic import VectorIndex, quantize
+
+    rng = np.random.default_rng(3)
+    dims = 70  # not a multiple of 64: the last word is padded
+    index = VectorIndex(dims)
+    truth: dict[int, np.ndarray] = {}
+
+    def add(ids: list[int]) -> None:
+        vectors = rng.normal(size=(len(ids), dims)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        truth.update(zip(ids, vectors, strict=True))
+        order = np.argsort(ids)
+        codes = index.sign_bits(quantize(vectors))
+        index._merge(np.asarray(ids, dtype=np.int64)[order], codes[:, order])
+
+    add(list(range(100, 2100)))  # appended
+    add(list(range(1, 50)))  # below the highest id: merged in order
+    add([5, 150, 2000])  # replaced
+    add(list(range(3000, 3100)))
+    index.forget([7, 8, 3050, 99999])
+    live = sorted(set(truth) - {7, 8, 3050})
+    assert list(index.ids[: index.count]) == sorted(truth)
+    query = rng.normal(size=dims).astype(np.float32)
+
+    def bits(v: np.ndarray) -> np.ndarray:
+        return np.rint(v * 127) > 0  # the sign of the stored (quantized) vector
+
+    distance = {i: int((bits(truth[i]) != bits(query)).sum()) for i in live}
+    found = index.nearest(query, 40)
+    assert len(found) == 40 and not {7, 8, 3050} & set(found)
+    worst = max(distance[i] for i in found)
+    assert all(distance[i] >= worst for i in live if i not in found)
+    assert sorted(index.nearest(query, 10_000)) == live
+
+
+@needs_extra
+def test_a_user_named_model_is_loaded_from_its_folder(sem_store: Store, tiny_model: Path) -> None:
+    assert sem_store._semantic is not None
+    assert sem_store._semantic.model.name.startswith("tiny-model@")
+    assert sem_store._semantic.model.dims == 8
+    sem_store.create_entities(GRAPH)
+    assert nearest(sem_store, "database", 1) == ["pg-main"]
+    assert nearest(sem_store, "time off", 1) == ["policy"]
+    assert nearest(sem_store, "emacs", 1) == ["Alice"]
+    assert nearest(sem_store, "-type:person OR", 1) == []  # only syntax: nothing to embed
+
+
+@needs_extra
+def test_every_write_path_commits_the_vector_with_the_text(sem_store: Store, db_path: Path) -> None:
+    sem_store.create_entities(GRAPH)
+    assert_vectors_current(sem_store, db_path)
+    before = vectors(db_path)
+    sem_store.add_observations([ObservationAddition(entityName="policy", contents=["vacation"])])
+    assert_vectors_current(sem_store, db_path)
+    assert vectors(db_path)["policy"] != before["policy"]
+    assert vectors(db_path)["Alice"] == before["Alice"]
+    sem_store.delete_observations(
+        [ObservationDeletion(entityName="Alice", observations=["plays guitar"])]
+    )
+    assert_vectors_current(sem_store, db_path)
+    sem_store.import_batch(
+        [
+            Entity(name="pg-main", entityType="service", observations=["sql db"]),
+            Entity(name="Bob", entityType="person", observations=["piano"]),
+        ],
+        [],
+    )
+    assert_vectors_current(sem_store, db_path)
+    assert nearest(sem_store, "piano", 1) == ["Bob"]
+    followed = Entity(name="Carol", entityType="person", observations=["emacs"])
+    sem_store.merge_followed(db_path.with_name("memory.jsonl"), 1, 1, [(b"line", followed)])
+    assert_vectors_current(sem_store, db_path)
+    assert nearest(sem_store, "vim", 1) == ["Carol"]
+    sem_store.delete_entities(["Bob"])
+    assert_vectors_current(sem_store, db_path)
+    assert "Bob" not in nearest(sem_store, "piano", 5)
+
+
+@needs_extra
+def test_every_curation_commits_the_vector_with_the_text(sem_store: Store, db_path: Path) -> None:
+    sem_store.create_entities([*GRAPH, Entity(name="pg-copy", entityType="x", observations=[])])
+    sem_store.rename_entity("Alice", "Alicia")
+    assert_vectors_current(sem_store, db_path)
+    sem_store.set_entity_type("Alicia", "musician")
+    assert_vectors_current(sem_store, db_path)
+    sem_store.edit_observation("Alicia", "uses neovim", "plays piano")
+    assert_vectors_current(sem_store, db_path)
+    assert nearest(sem_store, "editor", 3)[0] != "Alicia"
+    sem_store.delete_observation("policy", "holiday rules")
+    assert_vectors_current(sem_store, db_path)
+    sem_store.add_observations([ObservationAddition(entityName="pg-copy", contents=["vacation"])])
+    sem_store.merge_entities("pg-copy", "pg-main")
+    assert_vectors_current(sem_store, db_path)
+    assert nearest(sem_store, "holiday", 1) == ["pg-main"]
+    sem_store.delete_entity("policy")
+    assert_vectors_current(sem_store, db_path)
+
+
+@needs_extra
+def test_a_failed_write_leaves_every_vector_as_it_was(sem_store: Store, db_path: Path) -> None:
+    sem_store.create_entities(GRAPH)
+    before = vectors(db_path)
+    with pytest.raises(EntityNotFoundError):
+        sem_store.add_observations(
+            [
+                ObservationAddition(entityName="Alice", contents=["vacation"]),
+                ObservationAddition(entityName="Nobody", contents=["x"]),
+            ]
+        )
+    assert vectors(db_path) == before
+    assert_vectors_current(sem_store, db_path)
+
+
+def run_python(script: str, **env: str) -> str:
+    """Run a script in another process (another connection, another index)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MEMFTS_")}
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@needs_extra
+def test_memfts_embed_fills_in_what_other_writers_left_and_resumes(
+    db_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from memfts import semantic
+
+    names = [f"db{i}" for i in range(5)]
+    run_python(  # a memfts without the extra writes
+        f"""
+        from memfts.models import Entity
+        from memfts.store import Store
+        s = Store({str(db_path)!r})
+        s.create_entities([Entity(name=n, entityType="t", observations=["postgres"])
+                           for n in {names!r}])
+        s.close()
+        """,
+        MEMFTS_SEMANTIC="off",
+    )
+    assert vectors(db_path) == {}
+    monkeypatch.setattr(semantic, "BATCH", 2)
+    store = Store(db_path)
+    try:
+        assert store.vectors_missing() == 5
+        assert nearest(store, "database") == []
+
+        def interrupted(n: int) -> None:
+            raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            store.embed_missing(interrupted)
+        assert sorted(vectors(db_path)) == ["db0", "db1"]  # the first batch stayed committed
+        assert store.vectors_missing() == 3
+        seen: list[int] = []
+        counts = store.embed_missing(seen.append)
+        assert (counts.embedded, counts.entities, seen) == (3, 5, [2, 1])
+        assert store.vectors_missing() == 0
+        assert_vectors_current(store, db_path)
+        assert sorted(nearest(store, "sql", 5)) == names
+    finally:
+        store.close()
+
+
+@needs_extra
+def test_the_embed_command_reports_what_it_did(db_path: Path, tiny_model: Path) -> None:
+    with_store(
+        db_path,
+        lambda s: s.create_entities(GRAPH),
+        semantic="off",
+    )
+    command = [*memfts_command(), "embed", "--db", str(db_path)]
+    env = server_env(db_path, MEMFTS_EMBEDDING_MODEL=str(tiny_model))
+    done = subprocess.run([*command, "--json"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    counts = json.loads(done.stdout)
+    assert counts["embedded"] == 3 and counts["entities"] == 3
+    assert counts["model"].startswith("tiny-model@")
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("0 entities embedded with tiny-model@")
+
+
+@needs_extra
+def test_each_process_sees_the_vectors_other_processes_write(
+    sem_store: Store, db_path: Path, tiny_model: Path
+) -> None:
+    sem_store.create_entities(GRAPH)
+    assert nearest(sem_store, "database", 5)[0] == "pg-main"  # the index is loaded now
+    run_python(
+        f"""
+        from memfts.models import Entity
+        from memfts.store import Store
+        s = Store({str(db_path)!r})
+        s.create_entities([Entity(name="replica", entityType="service",
+                                  observations=["postgres sql db"])])
+        s.delete_entities(["pg-main"])
+        s.close()
+        """,
+        MEMFTS_EMBEDDING_MODEL=str(tiny_model),
+    )
+    assert nearest(sem_store, "database", 5)[0] == "replica"
+    assert "pg-main" not in nearest(sem_store, "database", 5)
+    run_python(  # a writer without the extra: the vector it made stale is not used
+        f"""
+        from memfts.models import ObservationAddition
+        from memfts.store import Store
+        s = Store({str(db_path)!r})
+        s.add_observations([ObservationAddition(entityName="replica", contents=["guitar"])])
+        s.close()
+        """,
+        MEMFTS_SEMANTIC="off",
+    )
+    assert "replica" not in nearest(sem_store, "database", 5)
+    assert sem_store.vectors_missing() == 1
+
+
+@needs_extra
+def test_vectors_of_another_model_are_never_compared(
+    db_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    with_store(db_path, lambda s: s.create_entities(GRAPH))
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    other = tmp_path / "other-model"
+    other.mkdir()
+    (other / "tokenizer.json").write_bytes((tiny_model / "tokenizer.json").read_bytes())
+    weights = load_file(str(tiny_model / "model.safetensors"))["embeddings"]
+    save_file(
+        {"embeddings": np.ascontiguousarray(weights[:, ::-1])}, str(other / "model.safetensors")
+    )
+    monkeypatch.setenv(semantic_setup.MODEL_ENV, str(other))
+    store = Store(db_path)
+    try:
+        assert store.vectors_missing() == 3
+        assert nearest(store, "database") == []
+        assert store.embed_missing().embedded == 3
+        assert {m for m, _ in vectors(db_path).values()} == {store._semantic.model.name}  # type: ignore[union-attr]
+        assert nearest(store, "database", 1) == ["pg-main"]
+    finally:
+        store.close()
+
+
+@needs_wordllama
+def test_the_built_in_model_ships_in_the_wheel_and_knows_what_words_mean(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(semantic_setup.MODEL_ENV, raising=False)
+    monkeypatch.delenv(semantic_setup.SWITCH_ENV, raising=False)
+    store = Store(db_path)
+    try:
+        assert store._semantic is not None
+        assert store._semantic.model.name == "wordllama/l2_supercat_256"
+        store.create_entities(
+            [
+                Entity(
+                    name="pg-main", entityType="service", observations=["PostgreSQL 16 cluster"]
+                ),
+                Entity(name="leave", entityType="policy", observations=["25 days of vacation"]),
+                Entity(name="Alice", entityType="person", observations=["plays the guitar"]),
+            ]
+        )
+        assert nearest(store, "database server", 1) == ["pg-main"]
+        assert nearest(store, "time off", 1) == ["leave"]
+        assert nearest(store, "music instrument", 1) == ["Alice"]
+    finally:
+        store.close()
