@@ -186,3 +186,26 @@ def test_a_search_runs_a_fixed_number_of_statements(
     with counted(counted_store) as statements:
         counted_store.search_nodes(query, **options)  # type: ignore[arg-type]
     assert len(statements) <= most, statements
+
+
+def test_words_typed_as_one_rank_the_entity_holding_them_together_first(store: Store) -> None:
+    store.create_entities(
+        [E(f"filler {i}", "filler", "nothing") for i in range(20)]
+        + [
+            E("refunds", "doc", "Refund rules: round the total, then refund"),
+            E("flaky test", "bug", "test_refund_rounding fails when TZ is unset"),
+        ]
+    )
+    assert names(store, "refund_round")[0] == "flaky test"  # refund, round* side by side
+    assert names(store, "refund round")[0] == "refunds"  # two words: both entities have both
+
+
+def test_a_name_starting_with_the_query_comes_first(store: Store) -> None:
+    store.create_entities(
+        [E(f"filler {i}", "filler", "nothing") for i in range(20)]
+        + [
+            E("notes", "doc", "The konbini adapter retries twice"),
+            E("konbini-adapter", "service", "Pays at convenience stores"),
+        ]
+    )
+    assert names(store, "konbini adap")[0] == "konbini-adapter"

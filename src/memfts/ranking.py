@@ -28,6 +28,7 @@ filled with the best partial matches, by score.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -62,6 +63,12 @@ FLAT_SCORE = -1.0
 FILL_BY_WORDS = True
 """Order the partial matches filling the page by how many of the query's words they hold,
 then by score (False: by score alone)."""
+
+JOINED_FACTOR = 1.0
+"""Bonus (times bm25) of an entity holding words typed as one (``refund_round``) together."""
+
+ADJACENT_FACTOR = 0.25
+"""Bonus (times bm25) of an entity holding two neighbouring query words side by side."""
 
 NAME_START_SCORE = -3.0
 """Bonus of an entity whose name starts with the query's words (a known-item search)."""
@@ -517,6 +524,7 @@ def _ranked(vocab: vocabulary.Lookup, query: search.Query, limit: int, types: li
     name_start = _name_start_sql(query, len(planned))
     if name_start:
         hits.append(name_start)
+    hits += _together_sql(query, rare, len(planned))
     union = _joined(hits, "\nUNION ALL ")
     filters = _filters(vocab, query, types)
     rows: list[tuple[int, int, int]] = vocab.db.execute(  # type: ignore[assignment]
@@ -535,6 +543,47 @@ def _ranked(vocab: vocabulary.Lookup, query: search.Query, limit: int, types: li
     )
 
 
+def _together_sql(query: search.Query, rare: list[Planned], bonus_clause: int) -> list[Sql]:
+    """Bonus rows of entities holding query words side by side, as typed: the words typed as
+    one (``refund_round`` finds ``test_refund_rounding`` first; the last word as a word start)
+    and, with :data:`ADJACENT_FACTOR`, neighbouring words of the query (``audio files``)."""
+    # (phrase, factor, whole): words typed as one and found as one count as found as typed,
+    # each of them (test_refund_rounding for refund_round, before "round the refund")
+    phrases: list[tuple[str, float, int]] = []
+    for words in query.joined:  # the last word as a word start, as typed in an identifier
+        phrases.append((search.quote(" ".join(words)) + "*", JOINED_FACTOR, len(words)))
+    plain = [p for p in rare if _plain(p.clause)]
+    for one, two in itertools.pairwise(plain):
+        if two.index == one.index + 1 and ADJACENT_FACTOR:
+            words = (one.clause.terms[0].words[0], two.clause.terms[0].words[0])
+            phrases.append((search.quote(" ".join(words)), ADJACENT_FACTOR, 0))
+    selects = []
+    for n, (phrase, factor, whole) in enumerate(dict.fromkeys(phrases)):
+        for table in TABLES:
+            key = f"together{n}_{table}"
+            params: dict[str, object] = {key: phrase, f"{key}_factor": factor}
+            if table == "entities_fts":
+                params["name_weight"], params["type_weight"] = ENTITY_WEIGHTS
+            selects.append(
+                Sql(
+                    f"SELECT {_ENTITY_OF[table]}, {bonus_clause}, :{key}_factor * {_BM25[table]}, "
+                    f"{whole} FROM {table} WHERE {table} MATCH :{key}",
+                    params,
+                )
+            )
+    return selects
+
+
+def _plain(clause: search.Clause) -> bool:
+    """One typed word, as it is: no quotes, star, field, OR or synonym."""
+    term = clause.terms[0]
+    return (
+        len(clause.terms) == 1
+        and len(term.words) == 1
+        and not (term.prefix or term.exact or term.name_only)
+    )
+
+
 def _name_start_sql(query: search.Query, bonus_clause: int) -> Sql | None:
     """The bonus rows of entities whose name starts with the query's words, in order: the
     entity named ``Zanzibarian`` before those mentioning it, ``billing-service`` first for
@@ -542,11 +591,13 @@ def _name_start_sql(query: search.Query, bonus_clause: int) -> Sql | None:
     words = [w for c in query.required for w in c.terms[0].words]
     if not words:
         return None
+    # the last word may be a word start, as a query word of 3+ letters is (konbini-adap)
+    prefix = "*" if len(words[-1]) >= vocabulary.MIN_INFIX_LENGTH else ""
     return Sql(
         f"SELECT rowid, {bonus_clause}, :name_start_score, 0 FROM entities_fts "
         "WHERE entities_fts MATCH :name_start",
         {
-            "name_start": f"name : ^{search.quote(' '.join(words))}",
+            "name_start": f"name : ^{search.quote(' '.join(words))}{prefix}",
             "name_start_score": NAME_START_SCORE,
         },
     )

@@ -114,6 +114,9 @@ class Query:
     entity_types: list[str] = field(default_factory=list)
     excluded_types: list[str] = field(default_factory=list)
     """``-type:x``: entities of these types are left out."""
+    joined: list[tuple[str, ...]] = field(default_factory=list, compare=False)
+    """Words typed as one (``refund_round``, ``node.js``): each is required on its own, and
+    entities holding them together rank higher."""
     text: str = field(default="", compare=False)
     """The text as typed (a query of only punctuation finds nothing; a query of nothing lists
     the latest entities)."""
@@ -204,6 +207,7 @@ def parse(text: str, tokenize: Tokenize = query_words, synonyms: Synonyms | None
             elif words and negative:  # "-node.js" leaves out "node.js", not every "node"
                 term = Term(words, prefix=star, exact=True)
             elif words:  # "node.js", "C++/CLI": several index words, each required
+                query.joined.append(words)
                 terms = [Term((w,)) for w in words[:-1]] + [Term((words[-1],), prefix=star)]
                 for extra in terms[:-1]:
                     _add(query, extra, negative, or_with_previous=False)
