@@ -3,6 +3,8 @@ many SQL statements a search costs (store level, real database files)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import apsw
 import pytest
 
@@ -209,3 +211,22 @@ def test_a_name_starting_with_the_query_comes_first(store: Store) -> None:
         ]
     )
     assert names(store, "konbini adap")[0] == "konbini-adapter"
+
+
+def test_words_another_process_adds_are_found_by_a_store_that_searched_before(
+    db_path: Path,
+) -> None:
+    """A store keeps the expansions of the words it looked up (the words containing them,
+    their forms) while the vocabulary is unchanged; a word written by another store on the
+    same file (another process) makes it look again."""
+    one, two = Store(db_path), Store(db_path)
+    try:
+        one.create_entities([E(f"filler {i}", "filler", "nothing") for i in range(10)])
+        one.create_entities([E("web", "app", "written in JavaScript")])
+        assert names(one, "script") == ["web"]
+        two.create_entities([E("api", "service", "written in TypeScript, deploys nightly")])
+        assert sorted(names(one, "script")) == ["api", "web"]
+        assert names(one, "deploying") == ["api"]  # a form recorded by the other store
+    finally:
+        one.close()
+        two.close()

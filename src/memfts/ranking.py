@@ -79,7 +79,7 @@ COMMON_SCORE = -0.5
 COMMON_CLAUSE_ROWS = 1_000
 """Rows past which a clause is common: not scored with bm25, which would read all its rows."""
 
-PARTIAL_ARM_ROWS = 1_000
+PARTIAL_ARM_ROWS = 250
 """Most rows one widening of a partial word contributes (the latest): partial hits rank low,
 and a short fragment can widen to words used everywhere."""
 
@@ -99,8 +99,8 @@ SNIPPET_MARKS = ("**", "**")
 SNIPPET_TOKENS = 16
 """Words around the match in one fragment."""
 
-PROGRESS_STEPS = 1_000
-"""SQLite virtual-machine steps between two looks at the clock (a few microseconds)."""
+PROGRESS_STEPS = 10_000
+"""SQLite virtual-machine steps between two looks at the clock (about a millisecond)."""
 
 OBSERVATION_ID_BITS = 20
 """An observation's id is ``entity_id << 20`` plus its position (sql/001): a full-text hit's
@@ -720,7 +720,7 @@ def snippets(vocab: vocabulary.Lookup, query: search.Query, ids: list[int]) -> d
     """Up to :data:`SNIPPETS_PER_ENTITY` matching observation fragments of each of ``ids``,
     those holding the most matches first.
 
-    The query's words, forms and synonyms first; partial words (an OR of up to 64 indexed
+    The query's words, forms and synonyms first; partial words (an OR of up to 32 indexed
     words each, which every entity's seek would have to open) only for the entities that have
     no other match: one statement, two when some entity matched by partial words only.
     """

@@ -210,6 +210,7 @@ class Store:
         self._write = self._db.write
         self._read = self._db.read
         self._known_words = vocabulary.KnownWords(self._stems)
+        self._expansions = vocabulary.Expansions()
         self._db.on_connect(vocabulary.prepare)
         vocabulary.sync_stems(self._read, self._write, self._stems)
         try:
@@ -683,7 +684,9 @@ class Store:
             # The time limit stops the ranking and the neighbours (what a query can make
             # long); then what was found is loaded, with its snippets, in chunks, for half as
             # long again: the first chunk always, so a search of a usual size is never cut.
-            vocab = vocabulary.Lookup(db, self._stems, late=lambda: deadline.passed)
+            vocab = vocabulary.Lookup(
+                db, self._stems, late=lambda: deadline.passed, expansions=self._expansions
+            )
             try:
                 found = ranking.rank(vocab, parsed, limit, entity_type)
             except apsw.InterruptError:

@@ -50,7 +50,7 @@ letters, its spelling key): a typo costs the same however large the vocabulary g
 FREQUENCY_BOUND = 1_000
 """Rows counted per index when telling how common a word is (typo correction, splits)."""
 
-MAX_INFIX_EXPANSIONS = 64
+MAX_INFIX_EXPANSIONS = 32
 """Cap on the indexed words one partial word widens to (closest first), so a query stays a
 bounded lookup."""
 
@@ -60,9 +60,12 @@ MAX_OTHER_SPELLINGS = 16
 MAX_WORD_FORMS = 32
 """Cap on the other forms (same stem) one query word is widened to."""
 
-MAX_EXPANSION_SCAN = 2_000
+MAX_EXPANSION_SCAN = 500
 """Vocabulary rows read per widening of a partial word, before the shortest are kept: the
 cost of a short fragment stays bounded however large the vocabulary grows."""
+
+MAX_KEPT_EXPANSIONS = 20_000
+"""Most words whose expansions a store keeps between searches (a few MB)."""
 
 KNOWN_WORDS_CACHE = 200_000
 """Most words one store remembers as already in ``search_terms`` (about 15 MB)."""
@@ -380,6 +383,43 @@ class KnownWords:
 # ---- reading ---------------------------------------------------------------------------------
 
 
+Expansion = tuple[list[str], list[str], list[str]]
+"""A word's other spellings, other forms and the indexed words holding it."""
+
+
+class Expansions:
+    """The expansions a store looked up, kept while the vocabulary stays as it was.
+
+    Words are only ever added to ``search_terms`` (by any process), each with a higher id:
+    when a search sees a higher latest id than the one these were read at, it forgets them
+    all. Shared by the store's threads (locked) and bounded.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._words: dict[str, Expansion] = {}
+        self._token = -1
+
+    def get(self, words: Iterable[str]) -> tuple[dict[str, Expansion], int]:
+        """The kept expansions of ``words`` and the latest id they are valid for."""
+        with self._lock:
+            return {w: self._words[w] for w in words if w in self._words}, self._token
+
+    def put(self, fresh: dict[str, Expansion], token: int) -> None:
+        with self._lock:
+            if token != self._token:
+                return  # read at another state of the vocabulary than the kept ones
+            if len(self._words) + len(fresh) > MAX_KEPT_EXPANSIONS:
+                self._words.clear()
+            self._words.update(fresh)
+
+    def clear(self, token: int) -> None:
+        """Forget every kept expansion: the vocabulary's latest id is now ``token``."""
+        with self._lock:
+            self._words.clear()
+            self._token = token
+
+
 class Lookup:
     """The vocabulary as one search sees it, inside its read transaction.
 
@@ -388,10 +428,15 @@ class Lookup:
     """
 
     def __init__(
-        self, db: apsw.Connection, stems: Stems, late: Callable[[], bool] = lambda: False
+        self,
+        db: apsw.Connection,
+        stems: Stems,
+        late: Callable[[], bool] = lambda: False,
+        expansions: Expansions | None = None,
     ) -> None:
         self.db = db
         self.stems = stems
+        self.expansions = expansions or Expansions()
         self.late = late
         """True once the search is out of time (:class:`memfts.ranking.Deadline`)."""
         self._variants: dict[str, tuple[list[str], list[str]]] = {}
@@ -401,13 +446,49 @@ class Lookup:
 
     def expand(self, words: Iterable[str]) -> None:
         """Look up the variants and the containing words of all ``words`` in one statement
-        (:meth:`variants` and :meth:`words_containing` then answer from memory)."""
+        (:meth:`variants` and :meth:`words_containing` then answer from memory). Words this
+        store looked up before are taken from its :class:`Expansions`, as long as no word
+        was added to the vocabulary since (the statement reads that too)."""
         todo = [w for w in dict.fromkeys(words) if w not in self._variants]
         if not todo:
             return
-        selects: list[str] = []
+        cached, token = self.expansions.get(todo)
+        need = [w for w in todo if w not in cached]
+        rows: list[tuple[int, int, str]] = self.db.execute(  # type: ignore[assignment]
+            *self._expansion_sql(need)
+        ).fetchall()
+        latest = next((int(term) for i, _, term in rows if i < 0), 0)
+        if latest != token:  # words were added since: what was kept may be out of date
+            self.expansions.clear(latest)
+            cached = {}
+            if need != todo:
+                need = todo
+                rows = self.db.execute(*self._expansion_sql(need)).fetchall()  # type: ignore[assignment]
+        found: list[list[list[str]]] = [[[], [], [], []] for _ in need]
+        for i, kind, term in rows:
+            if i >= 0:
+                found[i][kind].append(term)
+        fresh: dict[str, Expansion] = {}
+        for word, (same_key, forms, starting, within) in zip(need, found, strict=True):
+            # the same letters: the word itself; the same only through ue/oe/ae/aa: a variant
+            letters = letters_key(word)
+            fresh[word] = (
+                [t for t in same_key if letters_key(t) == letters],
+                [t for t in same_key if letters_key(t) != letters] + forms,
+                (starting + within)[:MAX_INFIX_EXPANSIONS],
+            )
+        self.expansions.put(fresh, latest)
+        for word, (spellings, forms, containing) in (cached | fresh).items():
+            self._variants[word] = (spellings, forms)
+            self._containing[word] = containing
+
+    def _expansion_sql(self, words: list[str]) -> tuple[str, dict[str, object]]:
+        """One statement: the vocabulary's latest id (as row -1), then rows ``(word index,
+        kind, term)`` of the spellings (0), forms (1), words starting with (2) and holding (3)
+        each of ``words``."""
+        selects = ["SELECT -1, 0, coalesce(max(id), 0) FROM search_terms"]
         params: dict[str, object] = {"scan": MAX_EXPANSION_SCAN, "cap": MAX_INFIX_EXPANSIONS}
-        for i, word in enumerate(todo):
+        for i, word in enumerate(words):
             params |= {f"w{i}": word, f"k{i}": loose_key(word), f"s{i}": self.stems(word)}
             selects += [
                 f"SELECT * FROM (SELECT {i}, 0, term FROM search_terms "
@@ -430,21 +511,18 @@ class Lookup:
                 )
             else:  # one or two CJK characters: too short for the trigram index, scan the words
                 inside = f"instr(term, :w{i}) > 1"
+            # words inside others only when too few start with it (a trigram lookup costs
+            # about ten times a range of the sorted words)
+            enough = (
+                f"(SELECT count(*) FROM (SELECT 1 FROM search_terms WHERE term > :w{i} "
+                f"AND term < :w{i} || char(1114111) LIMIT :cap)) < :cap"
+            )
             selects.append(
                 f"SELECT * FROM (SELECT {i}, 3, term FROM (SELECT term FROM search_terms "
-                f"WHERE {inside} AND substr(term, 1, length(:w{i})) != :w{i} LIMIT :scan) "
-                "ORDER BY length(term), term LIMIT :cap)"
+                f"WHERE {enough} AND {inside} AND substr(term, 1, length(:w{i})) != :w{i} "
+                "LIMIT :scan) ORDER BY length(term), term LIMIT :cap)"
             )
-        found: list[list[list[str]]] = [[[], [], [], []] for _ in todo]
-        for i, kind, term in self.db.execute("\nUNION ALL ".join(selects), params):
-            found[i][kind].append(term)
-        for word, (same_key, forms, starting, within) in zip(todo, found, strict=True):
-            # the same letters: the word itself; the same only through ue/oe/ae/aa: a variant
-            letters = letters_key(word)
-            spellings = [t for t in same_key if letters_key(t) == letters]
-            forms = [t for t in same_key if letters_key(t) != letters] + forms
-            self._variants[word] = (spellings, forms)
-            self._containing[word] = (starting + within)[:MAX_INFIX_EXPANSIONS]
+        return "\nUNION ALL ".join(selects), params
 
     def variants(self, word: str) -> tuple[list[str], list[str]]:
         """``(spellings, forms)``: the indexed words spelt like ``word`` but for letters
