@@ -290,3 +290,94 @@ def test_an_observation_id_outside_its_entitys_range_is_refused(db_path: Path) -
         assert conn.execute("SELECT count(*) FROM observations").get == 1
     finally:
         conn.close()
+
+
+# ---- deleted stays deleted -----------------------------------------------------------------
+
+
+def test_an_entity_deleted_in_the_stock_shell_stays_deleted(db_path: Path) -> None:
+    """The README suggests the sqlite3 shell for repairs, and its foreign keys are off: a
+    DELETE there leaves the entity's observations behind. Entity ids used to be reused, so
+    the next entity created inherited them ("bob's bank PIN" showed up on carol) and
+    `memfts check` said healthy. Now the id is never given again, check finds the orphans,
+    and --repair removes them (their full-text entries too)."""
+    from test_cli import run  # a real `memfts` process
+
+    store = Store(db_path)
+    try:
+        store.create_entities(
+            [
+                Entity(name="alice", entityType="person", observations=["likes tea"]),
+                Entity(name="bob", entityType="person", observations=["bob's bank PIN is 4711"]),
+            ]
+        )
+        sqlite3_shell(db_path, "DELETE FROM entities WHERE name = 'bob';")
+        store.create_entities([Entity(name="carol", entityType="person")])
+        assert store.open_nodes(["carol"]).entities[0].observations == []
+        assert store.search_nodes("PIN").entities == []
+        report = store.check()
+        assert not report.ok and report.orphaned_rows == 1
+    finally:
+        store.close()
+
+    done = run("check", db=db_path)
+    assert done.returncode == 1
+    assert "1 belong to nothing" in done.stdout and "memfts check --repair" in done.stdout
+    done = run("check", "--repair", db=db_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "removed 1 orphaned rows" in done.stdout
+    assert run("check", db=db_path).returncode == 0
+    assert sqlite3_shell(db_path, "SELECT count(*) FROM observations;").strip() == "1"
+    assert (
+        sqlite3_shell(
+            db_path, "SELECT count(*) FROM observations_fts WHERE observations_fts MATCH 'pin';"
+        ).strip()
+        == "0"
+    )
+    # and the shell can go on creating entities: ids still never come back
+    sqlite3_shell(db_path, "DELETE FROM entities WHERE name = 'carol';")
+    out = sqlite3_shell(
+        db_path,
+        "INSERT INTO entities(name, entity_type) VALUES ('dave', 'p'); "
+        "SELECT id FROM entities WHERE name = 'dave';",
+    )
+    assert int(out) == 4
+
+
+def test_ids_are_not_reused_after_the_upgrade_of_an_older_file(
+    tmp_path: Path, custom_sql: Path
+) -> None:
+    """A file made before the rebuild, already holding an orphan (its entity deleted by the
+    shell): the upgrade keeps every row and id, keeps the orphan for check to report, and
+    counts the orphan's id as given, so no new entity lands on it."""
+    path = tmp_path / "old.db"
+    conn = apsw.Connection(str(path))
+    rebuild = next(f for f in SQL_FILES if f.name.endswith("_entity_ids_never_reused.sql"))
+    older = [f for f in SQL_FILES if f.name < rebuild.name]
+    for i, file in enumerate(older, start=1):
+        with conn:
+            conn.execute(file.read_text())
+            conn.pragma("user_version", i)
+    conn.execute(
+        "INSERT INTO entities(id, name, entity_type) VALUES (1, 'alice', 'p'), (2, 'bob', 'p');"
+        "INSERT INTO observations(id, entity_id, content) VALUES (1 << 20, 1, 'tea'),"
+        " (2 << 20, 2, 'secret');"
+        "DELETE FROM entities WHERE id = 2"  # foreign keys off: bob's observation stays
+    )
+    conn.close()
+    store = Store(path)
+    try:
+        assert [e.name for e in store.read_graph().entities] == ["alice"]
+        assert store.check().orphaned_rows == 1
+        store.create_entities([Entity(name="carol", entityType="p")])
+        assert store.open_nodes(["carol"]).entities[0].observations == []
+        assert store.check(repair=True).ok
+        assert store.search_nodes("tea").entities[0].name == "alice"
+    finally:
+        store.close()
+    assert "AUTOINCREMENT" in dict((n, s) for _, n, s in schema_of(path))["entities"]
+    # the upgraded file has exactly the schema of a new one: every index and trigger on
+    # entities (the full-text index's, the vectors') came back
+    fresh = tmp_path / "fresh.db"
+    Store(fresh).close()
+    assert schema_of(path) == schema_of(fresh)

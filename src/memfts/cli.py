@@ -476,13 +476,21 @@ def stats(db: str | None, as_json: bool) -> None:
 @main.command(short_help="Integrity checks; exit status 1 if damaged.")
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def check(db: str | None, as_json: bool) -> None:
-    """Run SQLite's integrity_check and the FTS5 integrity-check.
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="First remove rows that belong to nothing (observations of entities other tools "
+    "deleted), in one transaction.",
+)
+def check(db: str | None, as_json: bool, repair: bool) -> None:
+    """Run SQLite's integrity_check and the FTS5 integrity-check, and look for rows that
+    belong to nothing (observations of an entity deleted by another tool, such as the
+    sqlite3 shell, whose foreign keys are off).
 
     Exit status 0 if the database is healthy, 1 if not (or if it cannot be opened).
     """
     with _open_store(db) as store:
-        report = store.check()
+        report = store.check(repair=repair)
     if as_json:
         _json_out(report.model_dump(mode="json"))
     else:
@@ -498,7 +506,17 @@ def check(db: str | None, as_json: bool) -> None:
             for n in (report.entities, report.observations, report.relations)
         ]
         _out(f"{counts[0]} entities, {counts[1]} observations, {counts[2]} relations")
-        if not report.ok:
+        if report.removed_orphans:
+            _out(f"removed {report.removed_orphans:,} orphaned rows")
+        if report.orphaned_rows:
+            _out(
+                f"orphaned rows:    {bad} {report.orphaned_rows:,} belong to nothing "
+                "(observations of entities deleted by another tool); "
+                "`memfts check --repair` removes them"
+            )
+        elif report.orphaned_rows is None:
+            _out(f"orphaned rows:    {bad} cannot be counted")
+        if not (report.sqlite_integrity == "ok" and report.fts_integrity == "ok"):
             _out(
                 "the database is damaged: see 'Troubleshooting' in the README "
                 "(memfts export, sqlite3 .recover)",

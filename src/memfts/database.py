@@ -204,6 +204,28 @@ def storage_error(exc: apsw.Error, path: Path, os_errno: int = 0) -> MemftsError
     return None
 
 
+FOREIGN_KEYS_OFF = "memfts:foreign-keys-off"
+"""Written in a schema file that rebuilds a table (new table, copy, drop, rename: SQLite's
+recipe): the runner applies it with foreign keys off, since dropping the old table would
+otherwise cascade; before committing it checks that it left no more rows without the row
+they refer to than there were (rows other tools orphaned stay for ``memfts check``), and
+makes again any index or trigger the drop took that the file did not recreate itself."""
+
+
+def _indexes_and_triggers(db: apsw.Connection) -> dict[str, str]:
+    return {
+        str(name): str(sql)
+        for name, sql in db.execute(
+            "SELECT name, sql FROM sqlite_schema WHERE type IN ('index', 'trigger') "
+            "AND sql IS NOT NULL"
+        )
+    }
+
+
+def _foreign_key_violations(db: apsw.Connection) -> int:
+    return int(db.execute("SELECT count(*) FROM pragma_foreign_key_check").get)
+
+
 def sqlite_path(path: Path) -> str:
     """``path`` as SQLite takes it (UTF-8 text), or one line saying why it cannot be."""
     text = str(path)
@@ -433,16 +455,37 @@ class Database:
             with self.write() as db:
                 db.pragma("application_id", APPLICATION_ID)
         for version, path in migrations():
-            with self.write() as db:
-                current = db.pragma("user_version")
-                self._refuse_newer(current)  # another process may have upgraded it meanwhile
-                if current >= version:
-                    continue
-                if current != version - 1:
-                    raise DatabaseOpenError(f"{self.path}: unexpected schema version {current}")
-                db.execute(path.read_text(encoding="utf-8"))
-                db.pragma("user_version", version)
-                log.info("applied schema %s to %s", path.name, self.path)
+            sql = path.read_text(encoding="utf-8")
+            rebuilds = FOREIGN_KEYS_OFF in sql
+            if rebuilds:  # only outside a transaction does this pragma take effect
+                self.conn.pragma("foreign_keys", "OFF")
+            try:
+                with self.write() as db:
+                    current = db.pragma("user_version")
+                    self._refuse_newer(current)  # another process may have upgraded it since
+                    if current >= version:
+                        continue
+                    if current != version - 1:
+                        raise DatabaseOpenError(f"{self.path}: unexpected schema version {current}")
+                    orphans = _foreign_key_violations(db) if rebuilds else 0
+                    kept = _indexes_and_triggers(db) if rebuilds else {}
+                    db.execute(sql)
+                    if rebuilds:
+                        if _foreign_key_violations(db) > orphans:
+                            raise DatabaseOpenError(
+                                f"{self.path}: schema {path.name} would have left rows without "
+                                "the row they refer to; nothing was changed (a bug: please "
+                                "report it)"
+                            )
+                        # a dropped table takes its indexes and triggers with it: any the
+                        # file did not make again (one added since it was written) come back
+                        for name in kept.keys() - _indexes_and_triggers(db).keys():
+                            db.execute(kept[name])
+                    db.pragma("user_version", version)
+                    log.info("applied schema %s to %s", path.name, self.path)
+            finally:
+                if rebuilds:
+                    self.conn.pragma("foreign_keys", "ON")
 
     # ---- off the event loop --------------------------------------------------------------
 

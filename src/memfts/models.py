@@ -225,6 +225,12 @@ class HealthReport(BaseModel):
     entities: int | None = Field(description="row count, null if the table cannot be read")
     observations: int | None
     relations: int | None
+    orphaned_rows: int | None = Field(
+        default=0,
+        description="rows that belong to nothing (observations of an entity another tool "
+        "deleted with foreign keys off); null if they cannot be counted",
+    )
+    removed_orphans: int = Field(default=0, description="orphaned rows --repair removed")
 
 
 class StoreStats(BaseModel):

@@ -125,10 +125,14 @@ def _now_us() -> int:
 
 def _insert_entity(db: apsw.Connection, entity: Entity, now: int) -> int | None:
     """Create the entity (without observations) unless its name exists; its id if created."""
+    # Only an INSERT of a new name: with AUTOINCREMENT (sql/007) even an INSERT that then
+    # does nothing rewrites sqlite_sequence, so a call that adds nothing would change the file
+    # (and wake every subscriber).
     entity_id = db.execute(
-        "INSERT INTO entities(name, entity_type, updated_at) VALUES (?, ?, ?) "
+        "INSERT INTO entities(name, entity_type, updated_at) "
+        "SELECT :name, :type, :now WHERE NOT EXISTS (SELECT 1 FROM entities WHERE name = :name) "
         "ON CONFLICT(name) DO NOTHING RETURNING id",
-        (entity.name, entity.entityType, now),
+        {"name": entity.name, "type": entity.entityType, "now": now},
     ).get
     return None if entity_id is None else int(entity_id)
 
@@ -804,7 +808,8 @@ class Store:
                 "ORDER BY id",
                 params,
             ):
-                contents[entity_id].append(content)
+                if entity_id in contents:  # else an orphan: its entity deleted by another tool
+                    contents[entity_id].append(content)
         return {
             eid: Entity.model_construct(name=name, entityType=etype, observations=contents[eid])
             for eid, name, etype in rows
@@ -840,11 +845,23 @@ class Store:
 
     # ---- upkeep --------------------------------------------------------------------------
 
-    def check(self) -> HealthReport:
-        """Run SQLite's ``integrity_check`` and the FTS5 ``integrity-check`` of every index.
+    def check(self, repair: bool = False) -> HealthReport:
+        """Run SQLite's ``integrity_check``, the FTS5 ``integrity-check`` of every index, and
+        count the rows that belong to nothing (``PRAGMA foreign_key_check``: observations of
+        an entity another tool deleted with foreign keys off, as the sqlite3 shell does).
 
-        Made for a damaged file: every failure is reported in the result, none is raised.
+        With ``repair``, those orphaned rows are deleted first, in one transaction (their
+        full-text entries with them). Made for a damaged file: every failure is reported in
+        the result, none is raised.
         """
+        removed = self._remove_orphans() if repair else 0
+        try:
+            with self._read() as db:
+                orphans: int | None = db.execute(
+                    "SELECT count(*) FROM pragma_foreign_key_check"
+                ).get
+        except (apsw.Error, MemftsError):
+            orphans = None
         try:
             with self._read() as db:
                 problems = [row[0] for row in db.execute("PRAGMA integrity_check(20)")]
@@ -868,13 +885,23 @@ class Store:
         sqlite_integrity = "ok" if problems == ["ok"] else "; ".join(problems)
         fts_integrity = "ok" if not fts_errors else "; ".join(fts_errors)
         return HealthReport(
-            ok=sqlite_integrity == "ok" and fts_integrity == "ok",
+            ok=sqlite_integrity == "ok" and fts_integrity == "ok" and orphans == 0,
             sqlite_integrity=sqlite_integrity,
             fts_integrity=fts_integrity,
             entities=counts[0],
             observations=counts[1],
             relations=counts[2],
+            orphaned_rows=orphans,
+            removed_orphans=removed,
         )
+
+    def _remove_orphans(self) -> int:
+        """Delete every row ``foreign_key_check`` reports, in one transaction."""
+        with self._write() as db:
+            found = db.execute('SELECT "table", rowid FROM pragma_foreign_key_check').fetchall()
+            for table, rowid in found:
+                db.execute(f'DELETE FROM "{table}" WHERE rowid = ?', (rowid,))
+            return len(found)
 
     def stats(self) -> StoreStats:
         """Counts, schema version and file sizes."""
