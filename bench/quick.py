@@ -3,6 +3,7 @@
     python bench/quick.py --entities 100000                # synthetic graph, in-process
     python bench/quick.py --corpus debian                  # ~63,000 Debian packages (real text)
     python bench/quick.py --corpus debian --mcp            # through a real stdio server
+    python bench/quick.py --corpus debian --mcp --optimized  # after `memfts optimize`
     python bench/quick.py --entities 100000 --statements   # SQL statements per search, by kind
     python bench/quick.py --entities 100000 --only common --profile
     python bench/quick.py --entities 100000 --adversarial  # the inputs of test_search_bounds
@@ -32,6 +33,7 @@ import os
 import pstats
 import random
 import re
+import shutil
 import statistics
 import sys
 import time
@@ -64,6 +66,9 @@ def main() -> None:
     parser.add_argument("--only", help="one class: rare, medium, common, 2-4 words")
     parser.add_argument("--query", action="append", help="time these queries instead")
     parser.add_argument("--mcp", action="store_true", help="through a real stdio server")
+    parser.add_argument(
+        "--optimized", action="store_true", help="on a copy after `memfts optimize`"
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile the timed calls")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the cached database")
     parser.add_argument(
@@ -84,6 +89,9 @@ def main() -> None:
         f"{path.name}: {report.entities:,} entities, {report.observations:,} "
         f"observations, {report.relations:,} relations, loaded in {report.seconds:.1f} s"
     )
+    if args.optimized:
+        path = optimized_copy(path)
+        print(f"{path.name}: after Store.optimize() (what `memfts optimize` does)")
     if args.query:
         classes = {"given": args.query}
     elif args.only:
@@ -149,6 +157,21 @@ def debian(
             "2-4 words": consecutive_words(sample, per_class, rng),
         },
     )
+
+
+def optimized_copy(path: Path) -> Path:
+    """A copy of the database with its full-text indexes merged into one segment each."""
+    copy = path.with_name(path.stem + ".optimized.db")
+    if not copy.exists():
+        tmp = copy.with_name(copy.name + ".building")
+        shutil.copyfile(path, tmp)
+        store = Store(tmp)
+        try:
+            store.optimize()
+        finally:
+            store.close()
+        tmp.rename(copy)
+    return copy
 
 
 def debian_records() -> list[dict[str, object]]:
