@@ -266,6 +266,22 @@ def test_a_token_guards_the_page_and_the_printed_url_carries_it(demo: Path) -> N
         assert ui.get("/", headers={"Host": "evil.example", "Cookie": pair}).status == 421
 
 
+def test_dropping_the_token_from_the_address_never_leaves_the_page(demo: Path) -> None:
+    """The redirect that takes ``?token=`` out of the address keeps the path it was given:
+    a path starting with two slashes (or one encoded) is another site to a browser."""
+    with UiServer(demo, env={"MEMFTS_TOKEN": "s3cret token, sixteen+"}) as ui:
+        token = "token=s3cret%20token%2C%20sixteen%2B"
+        for path, kept in (
+            ("//evil.example/", "/evil.example/"),
+            ("///evil.example/x", "/evil.example/x"),
+            ("/%2F%2Fevil.example/", "/%2F%2Fevil.example/"),
+            ("/entity", "/entity"),
+        ):
+            answer = ui.get(f"{path}?{token}&q=a%20b")
+            assert answer.status == 303, path
+            assert answer.headers["location"] == f"{kept}?q=a+b", path
+
+
 def test_off_loopback_without_a_token_it_refuses_to_start(demo: Path) -> None:
     done = subprocess.run(
         [*memfts_command(), "--db", str(demo), "ui", "--host", "0.0.0.0", "--port", "1"],

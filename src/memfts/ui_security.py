@@ -160,7 +160,12 @@ class RememberToken:
             token = dict(query).get(TOKEN_PARAMETER)
             if token:
                 rest = urlencode([(k, v) for k, v in query if k != TOKEN_PARAMETER])
-                response = RedirectResponse(scope["path"] + (f"?{rest}" if rest else ""), 303)
+                # the path as it came (still percent-encoded), with one leading slash: to a
+                # browser "//evil.example/" is another site
+                path = scope.get("raw_path", b"").decode("latin-1") or scope["path"]
+                response = RedirectResponse(
+                    "/" + path.lstrip("/") + (f"?{rest}" if rest else ""), 303
+                )
                 response.set_cookie(self.cookie, token, httponly=True, samesite="strict")
                 await response(scope, receive, send)
                 return
