@@ -196,13 +196,18 @@ def main() -> None:
                 (typical,),
             ).get
             conn.close()
+            # the hidden fields as the page fills them: names encoded, an observation's digest
+            from memfts.ui import observation_digest, stored_field
+
+            hub_, typical_, other_ = (stored_field(n) for n in (hub, typical, other))
             writes = [
                 (f"rename the hub ({hub_relations} relations follow)", "/entity/rename",
-                 {"name": hub, "new_name": f"{hub} (renamed)"}),
+                 {"name": hub_, "new_name": f"{hub} (renamed)"}),
                 ("edit an observation", "/observation/edit",
-                 {"name": typical, "old": first_observation, "new": f"edited {second}"}),
-                ("merge preview (dry run)", "/merge", {"source": other, "target": typical}),
-                ("merge", "/merge", {"source": other, "target": typical, "confirmed": "yes"}),
+                 {"name": typical_, "observation": observation_digest(first_observation),
+                  "new": f"edited {second}"}),
+                ("merge preview (dry run)", "/merge", {"source": other_, "target": typical_}),
+                ("merge", "/merge", {"source": other_, "target": typical_, "confirmed": "yes"}),
             ]  # fmt: skip
             for label, url, fields in writes:
                 wall, store, status, _ = ui.request("POST", url, {**fields, "csrf": token})

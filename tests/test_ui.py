@@ -181,11 +181,11 @@ def test_writes_need_a_post_from_the_page_with_its_token(ui: UiServer, demo: Pat
 
 def test_an_oversized_form_is_refused_before_it_is_read(ui: UiServer, demo: Path) -> None:
     token = csrf_of(ui.get("/entity?name=Redis").body)
-    huge = {"name": "Redis", "old": "Used as the job queue broker", "new": "x" * 2_000_000}
+    huge = {"name": "Redis", "observation": "0" * 64, "new": "x" * 2_000_000}
     assert post(ui, "/observation/edit", {**huge, "csrf": token}).status == 413
     store = Store(demo)
     try:
-        assert store.entity_detail("Redis").observations[1] == huge["old"]  # type: ignore[union-attr]
+        assert store.entity_detail("Redis").observations[1] == "Used as the job queue broker"  # type: ignore[union-attr]
     finally:
         store.close()
 
@@ -233,9 +233,9 @@ def test_a_refused_write_says_why_and_offers_the_merge(ui: UiServer) -> None:
     edit = post(
         ui,
         "/observation/edit",
-        {"name": "Redis", "old": "no such text", "new": "x", "csrf": token},
+        {"name": "Redis", "observation": "0" * 64, "new": "x", "csrf": token},
     )
-    assert edit.status == 409 and "may have changed meanwhile" in edit.body
+    assert edit.status == 409 and "it changed meanwhile" in edit.body
 
 
 def test_the_change_marker_moves_when_another_process_writes(ui: UiServer, demo: Path) -> None:

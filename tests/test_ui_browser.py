@@ -259,6 +259,53 @@ def test_edit_delete_retype_and_duplicates_in_the_page(
     assert not any("Sentry" in (f, t) for f, t, _ in relations_of(demo))
 
 
+def test_text_a_browser_would_rewrite_reaches_the_store_as_stored(
+    ui: UiServer, page: Page, demo: Path
+) -> None:
+    """A browser turns every line break of a form field into CR LF, so stored text holding
+    CR LF or a lone CR (written on Windows, imported) must not travel as form text; and an
+    observation as long as the store allows, in a script of three bytes a character, can
+    still be edited."""
+    store = Store(demo)
+    store.create_entities(
+        [
+            Entity(
+                name="Windows\r\nnote",
+                entityType="note",
+                observations=["line one\r\nline two", "lone\rreturn", "\nstarts with a newline"],
+            ),
+            Entity(name="長い観察", entityType="note", observations=["観" * 100_000, "short"]),
+        ]
+    )
+    store.close()
+    page.goto(f"{ui.base}/entity?name=Windows%0D%0Anote")
+    for kept in (["lone\rreturn", "\nstarts with a newline"], ["\nstarts with a newline"]):
+        page.locator(".observations li").first.get_by_role("button", name="Delete…").click()
+        page.get_by_role("button", name="Delete the observation").click()
+        expect(page.locator(".notice")).to_have_text("Observation deleted.")
+        assert [c for _, c in observations_of(demo, "Windows\r\nnote")] == kept
+    page.locator("details.edit summary").first.click()
+    expect(page.locator("details.edit textarea").first).to_have_value("\nstarts with a newline")
+    page.locator("details.edit textarea").first.fill("\nstill starts with a newline")
+    page.get_by_role("button", name="Save").first.click()
+    expect(page.locator(".notice")).to_have_text("Observation edited.")
+    assert observations_of(demo, "Windows\r\nnote")[0][1] == "\nstill starts with a newline"
+    unfold(page, "Change type")
+    page.get_by_label("New type").fill("memo")
+    page.get_by_role("button", name="Change type").click()
+    expect(page.locator(".notice")).to_have_text("Type changed.")
+    assert rows(demo, "SELECT entity_type FROM entities WHERE name = ?", ("Windows\r\nnote",)) == [
+        ("memo",)
+    ]
+
+    page.goto(f"{ui.base}/entity?name=%E9%95%B7%E3%81%84%E8%A6%B3%E5%AF%9F")
+    page.locator("details.edit summary").first.click()
+    page.locator("details.edit textarea").first.fill("察" * 100_000)
+    page.get_by_role("button", name="Save").first.click()
+    expect(page.locator(".notice")).to_have_text("Observation edited.")
+    assert [c for _, c in observations_of(demo, "長い観察")] == ["察" * 100_000, "short"]
+
+
 def test_a_token_protected_page_works_from_its_printed_url(browser: Browser, demo: Path) -> None:
     with UiServer(demo, env={"MEMFTS_TOKEN": "tok-123-long-enough"}) as ui:
         context = browser.new_context()

@@ -11,12 +11,13 @@ confirming POST. Who may reach the page is :mod:`memfts.ui_security`'s job.
 from __future__ import annotations
 
 import functools
+import hashlib
 import time
 from collections.abc import Callable
 from datetime import datetime
 from importlib import resources
 from typing import Any, TypeVar
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, unquote, urlencode
 
 import anyio.to_thread
 from jinja2 import Environment, PackageLoader
@@ -53,7 +54,8 @@ MORE_STEP = 50
 MAX_PAGE_LIMIT = 500
 GRAPH_NODES = 50
 MAX_FORM_BYTES = 1_000_000
-"""Largest form a write may post (an observation of 100,000 characters fits many times)."""
+"""Largest form a write may post, at least: an edited observation fits whatever the store's
+limit (see :func:`build_app`)."""
 
 _STATUS = {
     EntityNotFoundError: 404,
@@ -103,6 +105,18 @@ def _stamp(microseconds: int) -> str:
     return datetime.fromtimestamp(microseconds / 1e6).astimezone().isoformat(timespec="seconds")
 
 
+def stored_field(text: str) -> str:
+    """Stored text as a hidden form field's value: percent-encoded, so that it comes back as
+    it was (a browser sends every line break of a form field as CR LF)."""
+    return quote(text, safe="")
+
+
+def observation_digest(observation: str) -> str:
+    """What a form names an observation by: its text may be long, and would not come back
+    exactly (see :func:`stored_field`)."""
+    return hashlib.sha256(observation.encode("utf-8")).hexdigest()
+
+
 def _link(path: str, **params: object) -> str:
     return path + "?" + urlencode({k: v for k, v in params.items() if v not in (None, "")})
 
@@ -121,7 +135,14 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(marked=_marked, ago=_ago, stamp=_stamp, size=size_text)
+    env.filters.update(
+        marked=_marked,
+        ago=_ago,
+        stamp=_stamp,
+        size=size_text,
+        exact=stored_field,
+        digest=observation_digest,
+    )
     env.globals.update(link=_link, type_query=_type_query, csrf_field=CSRF_FIELD)
     return env
 
@@ -133,6 +154,7 @@ class UiApp:
         self.store = store
         self.csrf = CsrfToken()
         self.templates = _environment()
+        self.max_form_bytes = max_form_bytes(store)
 
     # ---- plumbing ------------------------------------------------------------------------
 
@@ -183,8 +205,8 @@ class UiApp:
 
     async def _form(self, request: Request) -> FormData:
         """The posted form, if it carries this page's CSRF token; else 403. (A body over
-        :data:`MAX_FORM_BYTES` was refused with 413 before it was read.)"""
-        form = await request.form(max_files=0, max_fields=20, max_part_size=MAX_FORM_BYTES)
+        :attr:`max_form_bytes` was refused with 413 before it was read.)"""
+        form = await request.form(max_files=0, max_fields=20, max_part_size=self.max_form_bytes)
         if not self.csrf.matches(form.get(CSRF_FIELD)):
             raise HTTPException(
                 403, "the form's CSRF token is missing or stale: reload the page and try again"
@@ -193,11 +215,34 @@ class UiApp:
 
     @staticmethod
     def _field(form: FormData, name: str) -> str:
+        """What the person typed in the field ``name``."""
         value = form.get(name)
         if not isinstance(value, str):
             raise HTTPException(400, f"the form has no {name!r} field")
         # a browser sends CR LF for a textarea's line breaks: store what was typed
         return value.replace("\r\n", "\n")
+
+    @staticmethod
+    def _stored(form: FormData, name: str) -> str:
+        """The stored text the page put in the hidden field ``name`` (see :func:`stored_field`)."""
+        value = form.get(name)
+        if not isinstance(value, str):
+            raise HTTPException(400, f"the form has no {name!r} field")
+        return unquote(value)
+
+    async def _observation(self, request: Request, name: str, form: FormData) -> str:
+        """The text of the observation of ``name`` the form names by its digest."""
+        digest = self._field(form, "observation")
+        detail = await self._call(request, self.store.entity_detail, name, 0)
+        if detail is None:
+            raise EntityNotFoundError(name)
+        for content in detail.observations:
+            if observation_digest(content) == digest:
+                return content
+        raise ObservationNotFoundError(
+            f"{name!r} no longer has that observation (it changed meanwhile): reload the "
+            "entity and try again"
+        )
 
     # ---- pages ---------------------------------------------------------------------------
 
@@ -286,7 +331,7 @@ class UiApp:
 
     async def rename(self, request: Request) -> Response:
         form = await self._form(request)
-        name, new_name = self._field(form, "name"), self._field(form, "new_name").strip()
+        name, new_name = self._stored(form, "name"), self._field(form, "new_name").strip()
         try:
             await self._call(request, self.store.rename_entity, name, new_name)
         except NameTakenError as exc:
@@ -298,7 +343,7 @@ class UiApp:
 
     async def retype(self, request: Request) -> Response:
         form = await self._form(request)
-        name, entity_type = self._field(form, "name"), self._field(form, "type").strip()
+        name, entity_type = self._stored(form, "name"), self._field(form, "type").strip()
         try:
             await self._call(request, self.store.set_entity_type, name, entity_type)
         except MemftsError as exc:
@@ -307,8 +352,9 @@ class UiApp:
 
     async def edit_observation(self, request: Request) -> Response:
         form = await self._form(request)
-        name, old, new = (self._field(form, f) for f in ("name", "old", "new"))
+        name, new = self._stored(form, "name"), self._field(form, "new")
         try:
+            old = await self._observation(request, name, form)
             await self._call(request, self.store.edit_observation, name, old, new)
         except MemftsError as exc:
             return await self._failed(request, name, exc)
@@ -316,18 +362,19 @@ class UiApp:
 
     async def delete_observation(self, request: Request) -> Response:
         form = await self._form(request)
-        name, content = self._field(form, "name"), self._field(form, "content")
-        if form.get("confirmed") != "yes":
-            return await self._confirm(
-                request,
-                title=f"Delete this observation of {name!r}?",
-                changes=[content],
-                action="/observation/delete",
-                fields={"name": name, "content": content},
-                button="Delete the observation",
-                back=_link("/entity", name=name),
-            )
+        name = self._stored(form, "name")
         try:
+            content = await self._observation(request, name, form)
+            if form.get("confirmed") != "yes":
+                return await self._confirm(
+                    request,
+                    title=f"Delete this observation of {name!r}?",
+                    changes=[content],
+                    action="/observation/delete",
+                    fields={"name": name, "observation": observation_digest(content)},
+                    button="Delete the observation",
+                    back=_link("/entity", name=name),
+                )
             await self._call(request, self.store.delete_observation, name, content)
         except MemftsError as exc:
             return await self._failed(request, name, exc)
@@ -335,7 +382,7 @@ class UiApp:
 
     async def delete_entity(self, request: Request) -> Response:
         form = await self._form(request)
-        name = self._field(form, "name")
+        name = self._stored(form, "name")
         try:
             if form.get("confirmed") != "yes":
                 preview = await self._call(request, self.store.delete_entity, name, dry_run=True)
@@ -359,7 +406,11 @@ class UiApp:
 
     async def merge(self, request: Request) -> Response:
         form = await self._form(request)
-        source, target = self._field(form, "source"), self._field(form, "target").strip()
+        source = self._stored(form, "source")
+        # the name typed in the entity's "Merge into" box, or one the page gave
+        target = (
+            self._field(form, "into").strip() if "into" in form else self._stored(form, "target")
+        )
         try:
             if form.get("confirmed") != "yes":
                 preview = await self._call(
@@ -443,6 +494,13 @@ def _int(raw: str | None, default: int, least: int, most: int) -> int:
         return default
 
 
+def max_form_bytes(store: Store) -> int:
+    """The largest form a write may post: :data:`MAX_FORM_BYTES`, or more when the store takes
+    observations so long that an edited one (4 UTF-8 bytes a character at most, sent as they
+    are by the multipart edit form) would not fit."""
+    return max(MAX_FORM_BYTES, 4 * store.limits.max_observation_chars + 64_000)
+
+
 def _plural(n: int, noun: str) -> str:
     return f"{n:,} {noun}{'s' * (n != 1)}"
 
@@ -480,7 +538,7 @@ def build_app(
         ],
         exception_handlers={HTTPException: ui.http_error, MemftsError: ui.store_error},
     )
-    limited = RequestBodyLimitMiddleware(app, MAX_FORM_BYTES)
+    limited = RequestBodyLimitMiddleware(app, ui.max_form_bytes)
     return guarded(limited, host=host, port=port, token=token, extra_hosts=extra_hosts)
 
 
