@@ -22,7 +22,7 @@ import ui_demo
 from conftest import memfts_command, server_env
 from memfts.models import Entity, GraphNode, Neighbourhood, Relation
 from memfts.store import Store
-from memfts.ui_graph import LINE_GAP, layout
+from memfts.ui_graph import NODE_RADIUS, PlacedNode, layout, text_width
 from test_store import graph_of
 from ui_server import UiServer, csrf_of, path_of
 from workers import RawServer
@@ -296,31 +296,90 @@ def test_off_loopback_without_a_token_it_refuses_to_start(demo: Path) -> None:
 
 # ---- the graph's layout ------------------------------------------------------------------
 
+NAMES = [
+    "billing-db", "ledger-service", "tax-calculator", "events-kafka", "Dana Whitfield",
+    "INC-2024-14 invoice run did not start", "proration wrong on leap day", "Priya Raman",
+    "OpenTelemetry spans missing in Go services", "請求書の再発行手順", "customer-portal",
+    "WWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWW", "flaky test_refund_rounding", "x",
+]  # fmt: skip
 
-def _hood(first: int, second_each: int) -> Neighbourhood:
+
+def _hood(first: int, children: list[int] | int) -> Neighbourhood:
+    """A centre, ``first`` neighbours, and neighbour i's ``children[i]`` own neighbours."""
+    each = children if isinstance(children, list) else [children] * first
     nodes = [GraphNode(name="centre", entityType="t", depth=0, parent=None)]
     relations = []
     for i in range(first):
-        nodes.append(GraphNode(name=f"n{i}", entityType=f"type{i % 13}", depth=1, parent="centre"))
-        relations.append(Relation(from_="centre", to=f"n{i}", relationType="r"))
-        for k in range(second_each):
-            nodes.append(GraphNode(name=f"n{i}-{k}", entityType=None, depth=2, parent=f"n{i}"))
-            relations.append(Relation(from_=f"n{i}", to=f"n{i}-{k}", relationType="r"))
+        name = f"{NAMES[i % len(NAMES)]} {i}"
+        nodes.append(GraphNode(name=name, entityType=f"type{i % 13}", depth=1, parent="centre"))
+        relations.append(Relation(from_="centre", to=name, relationType="r"))
+        for k in range(each[i] if i < len(each) else 0):
+            kid = f"{NAMES[(i + k + 3) % len(NAMES)]} {i}-{k}"
+            nodes.append(GraphNode(name=kid, entityType=None, depth=2, parent=name))
+            relations.append(Relation(from_=name, to=kid, relationType="r"))
     return Neighbourhood(centre="centre", depth=2, nodes=nodes, relations=relations, left_out=0)
 
 
-@pytest.mark.parametrize(("first", "second_each"), [(49, 0), (7, 6), (16, 2), (1, 48)])
-def test_fifty_nodes_keep_their_labels_apart(first: int, second_each: int) -> None:
-    hood = _hood(first, second_each)
+Box = list[tuple[float, float]]
+
+
+def _label_box(node: PlacedNode) -> Box:
+    """The corners of a node's label as the page draws it (text-anchor, rotation)."""
+    width, half = text_width(node.label), 6.5  # a 12-unit font: 13 units high
+    start = {"start": 0.0, "middle": -width / 2, "end": -width}[node.label_anchor]
+    turn = math.radians(node.label_rotate)
+    cos, sin = math.cos(turn), math.sin(turn)
+    return [
+        (node.label_x + dx * cos - dy * sin, node.label_y + dx * sin + dy * cos)
+        for dx, dy in ((start, -half), (start + width, -half), (start + width, half), (start, half))
+    ]
+
+
+def _apart(a: Box, b: Box) -> bool:
+    """Two convex outlines do not overlap (some edge of one separates them)."""
+    for box in (a, b):
+        for (x1, y1), (x2, y2) in zip(box, box[1:] + box[:1], strict=True):
+            nx, ny = y1 - y2, x2 - x1
+            pa = [nx * x + ny * y for x, y in a]
+            pb = [nx * x + ny * y for x, y in b]
+            if max(pa) <= min(pb) or max(pb) <= min(pa):
+                return True
+    return False
+
+
+def _circle(node: PlacedNode) -> Box:
+    r = NODE_RADIUS
+    return [(node.x + r * math.cos(t), node.y + r * math.sin(t)) for t in range(0, 7)]
+
+
+@pytest.mark.parametrize(
+    ("first", "children"),
+    [
+        (49, 0),
+        (7, 6),
+        (16, 2),
+        (1, 48),
+        (16, [9, 4, 3, 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),  # a real hub's shape
+        (24, [24]),  # one neighbour has all the second ring
+        (24, [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 25]),
+        (3, [15, 15, 16]),
+    ],
+)
+def test_fifty_nodes_keep_their_labels_apart(first: int, children: list[int] | int) -> None:
+    hood = _hood(first, children)
     placed = layout(hood)
     assert layout(hood) == placed  # no randomness: the same picture every visit
-    assert len(placed.nodes) == 1 + first * (1 + second_each) >= 49
-    outer = max(n.depth for n in placed.nodes)
-    ring = sorted((math.atan2(n.y, n.x), n.x, n.y) for n in placed.nodes if n.depth == outer)
-    gaps = [math.dist(a[1:], b[1:]) for a, b in zip(ring, ring[1:] + ring[:1], strict=True)]
-    assert min(gaps) >= LINE_GAP - 0.5  # outer labels run along radii: a line apart
+    assert len(placed.nodes) == len(hood.nodes) >= 20
+    labels = [(n, _label_box(n)) for n in placed.nodes]
+    for i, (a, box_a) in enumerate(labels):
+        for b, box_b in labels[i + 1 :]:
+            assert _apart(box_a, box_b), f"the labels of {a.name!r} and {b.name!r} overlap"
+        for other in placed.nodes:
+            if other is not a:
+                assert _apart(box_a, _circle(other)), f"{a.name!r} covers {other.name!r}"
     x, y, width, height = (float(v) for v in placed.view_box.split())
-    for n in placed.nodes:
-        assert x < n.x < x + width and y < n.y < y + height
+    for _, box in labels:
+        for px, py in box:
+            assert x <= px <= x + width and y <= py <= y + height, "a label leaves the picture"
     assert len(placed.edges) == len(hood.relations)
     assert len({c for c, _ in placed.legend}) == min(12, len(placed.legend))

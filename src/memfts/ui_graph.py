@@ -2,35 +2,44 @@
 
 The centre entity sits in the middle, its neighbours on a ring around it, and at depth 2 each
 neighbour's own neighbours on an outer ring, inside the angle its parent was given (wider for
-a parent with more children), so the tree reads outwards. Rings grow with the number of
-nodes, so that 50 nodes keep their names legible: the outer ring's labels run along the
-radius (turned to read left to right) at least a line apart, the inner ring's run level
-beside their nodes. Relations that do not follow the tree are drawn dashed. The same
-input always gives the same picture (no random start, unlike a force layout), which a person
+a parent with more children), so the tree reads outwards. Every name runs outwards along its
+node's radius (turned to read left to right), so names on one ring never cross: the rings are
+as large as it takes for neighbouring nodes to be a line apart, and at depth 2 the outer ring
+starts where the inner ring's names end. Names are cut to a width (the full name is the
+node's tooltip). Relations that do not follow the tree are drawn dashed. The same input
+always gives the same picture (no random start, unlike a force layout), which a person
 comparing two visits and a screenshot test both need.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 
 from memfts.models import Neighbourhood
 
-LABEL_CHARS = 28
-"""Longer names are cut (with …) on the picture; the full name is the node's tooltip."""
-
 CHAR_WIDTH = 7.0
-"""Rough width of one label character at the page's 12-unit font."""
+"""Rough width of a small letter at the page's 12-unit font (see :func:`text_width`)."""
+
+LABEL_WIDTH = 196.0
+"""Longer names are cut (with …) to about 28 letters on the picture."""
+
+INNER_LABEL_WIDTH = 150.0
+"""At depth 2 the inner ring's names are cut shorter: the outer ring starts past them."""
 
 LINE_GAP = 18.0
 """Least distance between neighbouring nodes on a ring: one label line and some air."""
 
-RING_GAP = 140.0
-"""Least distance between the two rings at depth 2: room for the inner ring's labels."""
+LEAST_RADIUS = 120.0
+"""The inner ring's radius when few nodes are on it: room for the centre's name."""
 
 NODE_RADIUS = 7.0
+LABEL_GAP = NODE_RADIUS + 5.0
+"""From a node's centre to the start of its name."""
+
 PALETTE_SIZE = 12
 """Colours for entity types (CSS classes t0..t11), the commonest types first; rarer types
 share them (the legend says which)."""
@@ -75,13 +84,40 @@ class GraphLayout:
     has_missing: bool
 
 
-def _label(name: str) -> str:
-    return name if len(name) <= LABEL_CHARS else name[: LABEL_CHARS - 1] + "…"
+def text_width(text: str) -> float:
+    """Roughly how wide ``text`` is at the page's 12-unit font: CJK and other wide characters
+    (and M, W) take a full em, capitals and digits more than small letters. Over rather than
+    under: a name wider than its room would leave the picture."""
+    return sum(
+        12.0
+        if c in "MWmw@%" or unicodedata.east_asian_width(c) in "WF"
+        else 8.5
+        if c.isupper() or c.isdigit()
+        else CHAR_WIDTH
+        for c in text
+    )
 
 
-def _ring_radius(count: int, least: float) -> float:
-    """A ring where ``count`` nodes are at least :data:`LINE_GAP` apart."""
-    return max(least, count * LINE_GAP / (2 * math.pi))
+def _label(name: str, room: float) -> str:
+    """``name``, cut (with …) to fit ``room`` units."""
+    if text_width(name) <= room:
+        return name
+    while name and text_width(name + "…") > room:
+        name = name[:-1]
+    return name + "…"
+
+
+def _ring_radius(angles: list[float], least: float) -> float:
+    """A ring radius, at least ``least``, at which nodes at these angles are a line apart."""
+    if len(angles) < 2:
+        return least
+    ordered = sorted(a % (2 * math.pi) for a in angles)
+    steps = [b - a for a, b in itertools.pairwise(ordered)]
+    steps.append(ordered[0] + 2 * math.pi - ordered[-1])
+    smallest = min(steps)
+    if smallest <= 0:  # two nodes at one angle: cannot happen, as every sector is apart
+        return least
+    return max(least, LINE_GAP / (2 * math.sin(min(smallest, math.pi) / 2)))
 
 
 def layout(hood: Neighbourhood) -> GraphLayout:
@@ -92,10 +128,7 @@ def layout(hood: Neighbourhood) -> GraphLayout:
         if node.parent is not None:
             children[node.parent].append(node.name)
     first = [n.name for n in nodes if n.depth == 1]
-    second_count = sum(1 for n in nodes if n.depth == 2)
-    r1 = _ring_radius(len(first), 120.0)
-    r2 = _ring_radius(second_count, r1 + RING_GAP)
-    outer = 2 if second_count else 1
+    has_second = any(n.depth == 2 for n in nodes)
     angle: dict[str, float] = {hood.centre: 0.0}
     # a neighbour's angle is as wide as its children need, and never narrower than the
     # average: childless neighbours would otherwise crowd into a corner
@@ -111,6 +144,20 @@ def layout(hood: Neighbourhood) -> GraphLayout:
             angle[kid] = start + sector * (k + 0.5) / len(kids)
         start += sector
 
+    labels = {
+        n.name: _label(n.name, INNER_LABEL_WIDTH if n.depth == 1 and has_second else LABEL_WIDTH)
+        for n in nodes
+    }
+    r1 = _ring_radius([angle[name] for name in first], LEAST_RADIUS)
+    r2 = r1
+    if has_second:
+        # the outer ring starts where the longest inner name ends, with room for a node
+        longest = max(text_width(labels[name]) for name in first)
+        r2 = _ring_radius(
+            [angle[n.name] for n in nodes if n.depth == 2],
+            r1 + LABEL_GAP + longest + NODE_RADIUS * 2,
+        )
+
     counts = Counter(n.entityType for n in nodes if n.entityType is not None)
     types = {t: i % PALETTE_SIZE for i, (t, _) in enumerate(counts.most_common())}
     placed: list[PlacedNode] = []
@@ -119,19 +166,13 @@ def layout(hood: Neighbourhood) -> GraphLayout:
         radius = (0.0, r1, r2)[node.depth]
         theta = angle[node.name]
         x, y = radius * math.cos(theta), radius * math.sin(theta)
-        gap = NODE_RADIUS + 5.0
         if node.depth == 0:
             lx, ly, rotate, anchor = 0.0, NODE_RADIUS + 20.0, 0.0, "middle"
-        elif node.depth < outer:
-            # an inner ring's label runs level beside its node, leaving the radius to the
-            # children; its halo keeps it legible over the lines that cross it
-            right = math.cos(theta) >= 0
-            lx, ly = x + (gap if right else -gap), y
-            rotate, anchor = 0.0, "start" if right else "end"
         else:
             degrees = math.degrees(theta) % 360
             left = 90 < degrees < 270  # turned half a circle, so it reads left to right
-            lx, ly = (radius + gap) * math.cos(theta), (radius + gap) * math.sin(theta)
+            lx = (radius + LABEL_GAP) * math.cos(theta)
+            ly = (radius + LABEL_GAP) * math.sin(theta)
             rotate, anchor = (degrees - 180, "end") if left else (degrees, "start")
         placed.append(
             PlacedNode(
@@ -141,7 +182,7 @@ def layout(hood: Neighbourhood) -> GraphLayout:
                 depth=node.depth,
                 x=round(x, 1),
                 y=round(y, 1),
-                label=_label(node.name),
+                label=labels[node.name],
                 label_x=round(lx, 1),
                 label_y=round(ly, 1),
                 label_rotate=round(rotate, 1),
@@ -175,22 +216,28 @@ def layout(hood: Neighbourhood) -> GraphLayout:
     )
 
 
+def label_corners(node: PlacedNode) -> list[tuple[float, float]]:
+    """The corners of a node's name as the page draws it (anchor, rotation, a line high)."""
+    width, half = text_width(node.label), 7.0
+    start = {"start": 0.0, "middle": -width / 2, "end": -width}[node.label_anchor]
+    turn = math.radians(node.label_rotate)
+    cos, sin = math.cos(turn), math.sin(turn)
+    return [
+        (node.label_x + dx * cos - dy * sin, node.label_y + dx * sin + dy * cos)
+        for dx, dy in ((start, -half), (start + width, -half), (start + width, half), (start, half))
+    ]
+
+
 def _bounds(nodes: list[PlacedNode]) -> tuple[float, float, float, float]:
-    """``(x, y, width, height)`` holding every node and (roughly) every label, with a margin."""
+    """``(x, y, width, height)`` holding every node and every name, with a margin."""
     xs: list[float] = []
     ys: list[float] = []
     for node in nodes:
         xs += [node.x - NODE_RADIUS * 2, node.x + NODE_RADIUS * 2]
         ys += [node.y - NODE_RADIUS * 2, node.y + NODE_RADIUS * 2]
-        length = len(node.label) * CHAR_WIDTH
-        turn = math.radians(node.label_rotate)
-        direction = 1 if node.label_anchor == "start" else -1
-        if node.label_anchor == "middle":
-            xs += [node.label_x - length / 2, node.label_x + length / 2]
-            ys.append(node.label_y + LINE_GAP)
-            continue
-        xs.append(node.label_x + direction * length * math.cos(turn))
-        ys.append(node.label_y + direction * length * math.sin(turn))
+        for x, y in label_corners(node):
+            xs.append(x)
+            ys.append(y)
     margin = 16.0
     left, top = min(xs) - margin, min(ys) - margin
     return left, top, max(xs) + margin - left, max(ys) + margin - top
