@@ -383,3 +383,46 @@ def test_fifty_nodes_keep_their_labels_apart(first: int, children: list[int] | i
             assert x <= px <= x + width and y <= py <= y + height, "a label leaves the picture"
     assert len(placed.edges) == len(hood.relations)
     assert len({c for c, _ in placed.legend}) == min(12, len(placed.legend))
+
+
+def _points(path: str) -> list[tuple[float, float]]:
+    """Points along an edge's SVG path (``M x y L x y`` or ``M x y Q cx cy x y``)."""
+    numbers = [float(v) for v in re.findall(r"-?\d+(?:\.\d+)?", path)]
+    if "Q" in path:
+        (x0, y0, cx, cy, x1, y1) = numbers
+        return [
+            (
+                (1 - t) ** 2 * x0 + 2 * (1 - t) * t * cx + t**2 * x1,
+                (1 - t) ** 2 * y0 + 2 * (1 - t) * t * cy + t**2 * y1,
+            )
+            for t in (i / 50 for i in range(51))
+        ]
+    (x0, y0, x1, y1) = numbers
+    return [(x0 + (x1 - x0) * i / 50, y0 + (y1 - y0) * i / 50) for i in range(51)]
+
+
+def test_a_relation_between_two_neighbours_is_not_drawn_through_the_centre() -> None:
+    """Two neighbours sit on opposite sides of the centre: a straight line between them
+    would run under both of the centre's own lines and through the centre itself."""
+    nodes = [
+        GraphNode(name="Ada", entityType="person", depth=0, parent=None),
+        GraphNode(name="compiler", entityType="project", depth=1, parent="Ada"),
+        GraphNode(name="Rust", entityType="language", depth=1, parent="Ada"),
+    ]
+    relations = [
+        Relation(from_="Ada", to="compiler", relationType="works_on"),
+        Relation(from_="Rust", to="Ada", relationType="taught"),
+        Relation(from_="compiler", to="Rust", relationType="written_in"),
+    ]
+    hood = Neighbourhood(centre="Ada", depth=1, nodes=nodes, relations=relations, left_out=0)
+    placed = layout(hood)
+    centre = placed.nodes[0]
+    cross = [e for e in placed.edges if not e.tree]
+    assert len(cross) == 1 and len(placed.edges) == 3
+    for x, y in _points(cross[0].path):
+        assert math.dist((x, y), (centre.x, centre.y)) > NODE_RADIUS * 3
+    for edge in placed.edges:  # every edge still ends at its nodes' rims
+        start, end = _points(edge.path)[0], _points(edge.path)[-1]
+        a, b = placed.nodes[edge.a], placed.nodes[edge.b]
+        assert math.dist(start, (a.x, a.y)) < NODE_RADIUS * 2.5
+        assert math.dist(end, (b.x, b.y)) < NODE_RADIUS * 2.5

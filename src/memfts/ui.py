@@ -298,7 +298,15 @@ class UiApp:
         if alone and await self._call(request, self.store.entity_detail, name) is None:
             return await self._page(request, "missing.html", 404, name=name)
         layout = ui_graph.layout(hood)
-        return await self._page(request, "graph.html", hood=hood, layout=layout, depth=depth)
+        return await self._page(
+            request,
+            "graph.html",
+            hood=hood,
+            layout=layout,
+            depth=depth,
+            node_radius=ui_graph.NODE_RADIUS,
+            centre_radius=ui_graph.CENTRE_RADIUS,
+        )
 
     async def recent(self, request: Request) -> Response:
         await self._version(request)

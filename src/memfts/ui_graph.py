@@ -37,6 +37,7 @@ LEAST_RADIUS = 120.0
 """The inner ring's radius when few nodes are on it: room for the centre's name."""
 
 NODE_RADIUS = 7.0
+CENTRE_RADIUS = 11.0
 LABEL_GAP = NODE_RADIUS + 5.0
 """From a node's centre to the start of its name."""
 
@@ -66,10 +67,9 @@ class PlacedNode:
 class PlacedEdge:
     a: int
     b: int
-    x1: float
-    y1: float
-    x2: float
-    y2: float
+    path: str
+    """SVG path data, from rim to rim (so the arrowhead shows): a straight line along the
+    tree, a curve for the others (see :func:`_edge_path`)."""
     title: str
     tree: bool
     """An edge the layout was built along (parent to child); others cross the rings."""
@@ -80,6 +80,9 @@ class GraphLayout:
     nodes: list[PlacedNode]
     edges: list[PlacedEdge]
     view_box: str
+    width: int
+    """The picture's natural size, in CSS pixels (the names then at the page's 12 px)."""
+    height: int
     legend: list[tuple[int, str]]
     has_missing: bool
 
@@ -201,16 +204,17 @@ def layout(hood: Neighbourhood) -> GraphLayout:
         titles.setdefault((a, b), []).append(relation.relationType)
     edges = []
     for (a, b), kinds in titles.items():
-        x1, y1, x2, y2 = _shortened(placed[a], placed[b])
         tree = nodes[b].parent == nodes[a].name or nodes[a].parent == nodes[b].name
         title = f"{nodes[a].name} → {', '.join(kinds)} → {nodes[b].name}"
-        edges.append(PlacedEdge(a, b, x1, y1, x2, y2, title, tree))
+        edges.append(PlacedEdge(a, b, _edge_path(placed[a], placed[b], tree), title, tree))
 
     box = _bounds(placed)
     return GraphLayout(
         nodes=placed,
         edges=edges,
         view_box=" ".join(f"{v:.0f}" for v in box),
+        width=round(box[2]),
+        height=round(box[3]),
         legend=sorted(((c, t) for t, c in types.items()), key=lambda item: item[1]),
         has_missing=any(n.entityType is None for n in nodes),
     )
@@ -243,14 +247,34 @@ def _bounds(nodes: list[PlacedNode]) -> tuple[float, float, float, float]:
     return left, top, max(xs) + margin - left, max(ys) + margin - top
 
 
-def _shortened(a: PlacedNode, b: PlacedNode) -> tuple[float, float, float, float]:
-    """The segment between two nodes, stopping at their rims (so the arrowhead shows)."""
-    dx, dy = b.x - a.x, b.y - a.y
+def _edge_path(a: PlacedNode, b: PlacedNode, straight: bool) -> str:
+    """The SVG path of an edge from ``a`` to ``b``, stopping at their rims.
+
+    An edge off the tree is bent, away from the centre, by a quarter of its length: two
+    neighbours on opposite sides would otherwise be joined by a line running under the
+    centre's own two lines and through the centre. Bent that way it stays inside the ring its
+    ends are on (at most 3 % beyond), short of the names that start past it.
+    """
+    length = math.hypot(b.x - a.x, b.y - a.y) or 1.0
+    if straight:
+        towards_a, towards_b = (b.x, b.y), (a.x, a.y)
+        via = ""
+    else:
+        mx, my = (a.x + b.x) / 2, (a.y + b.y) / 2
+        px, py = -(b.y - a.y) / length, (b.x - a.x) / length  # across the edge
+        if px * mx + py * my < 0:
+            px, py = -px, -py
+        cx, cy = mx + px * length / 4, my + py * length / 4
+        towards_a = towards_b = (cx, cy)
+        via = f"Q{cx:.1f} {cy:.1f} "
+    x1, y1 = _rim_point(a, towards_a)
+    x2, y2 = _rim_point(b, towards_b)
+    return f"M{x1:.1f} {y1:.1f} {via or 'L'}{x2:.1f} {y2:.1f}"
+
+
+def _rim_point(node: PlacedNode, towards: tuple[float, float]) -> tuple[float, float]:
+    """Where a line from ``node`` towards a point leaves the node's circle (and its halo)."""
+    dx, dy = towards[0] - node.x, towards[1] - node.y
     length = math.hypot(dx, dy) or 1.0
-    cut = (NODE_RADIUS + 2) / length
-    return (
-        round(a.x + dx * cut, 1),
-        round(a.y + dy * cut, 1),
-        round(b.x - dx * cut, 1),
-        round(b.y - dy * cut, 1),
-    )
+    rim = (CENTRE_RADIUS if node.depth == 0 else NODE_RADIUS) + 2
+    return node.x + dx * rim / length, node.y + dy * rim / length
