@@ -228,6 +228,7 @@ def serve(
         port = listener.getsockname()[1]  # --port 0: the one the system gave
         with listener, _open_store(db, create=True) as store:
             _follow(store, db)
+            _say_if_read_only(store)
             _out(
                 f"memfts: serving {store.path} at http://{http_transport.url_host(host)}:{port}"
                 f"/mcp ({'bearer token required' if token else 'no token: loopback only'})",
@@ -250,6 +251,7 @@ def serve(
 
     with _open_store(db, create=True) as store:
         _follow(store, db)
+        _say_if_read_only(store)
         server = build_server(store)
         _stop_on_signals(store, server)
         if sys.stdin.isatty():  # a person ran it by hand: say what it is waiting for
@@ -261,13 +263,22 @@ def serve(
         anyio.run(run_stdio, server)
 
 
+def _say_if_read_only(store: Store) -> None:
+    if store.read_only:
+        _out(
+            f"memfts: {store.path} cannot be written (its file, folder or disk is read-only): "
+            "serving it for reading; writes fail",
+            err=True,
+        )
+
+
 def _follow(store: Store, db: str | None) -> None:
     """With only ``$MEMORY_FILE_PATH`` set, merge what the official server's file gained since
     the last start (all of it, the first time): one transaction, said on stderr."""
     from memfts.transfer import Problem, follow_jsonl
 
     path = followed_file(_db_option(db))
-    if path is None:
+    if path is None or store.read_only:  # a file that cannot be written is served as it is
         return
 
     def report(problem: Problem) -> None:
@@ -489,6 +500,8 @@ def check(db: str | None, as_json: bool, repair: bool) -> None:
 
     Exit status 0 if the database is healthy, 1 if not (or if it cannot be opened).
     """
+    from memfts.store import FTS_NOT_CHECKED
+
     with _open_store(db) as store:
         report = store.check(repair=repair)
     if as_json:
@@ -498,7 +511,9 @@ def check(db: str | None, as_json: bool, repair: bool) -> None:
         _out(f"sqlite integrity: {ok if report.sqlite_integrity == 'ok' else bad}")
         if report.sqlite_integrity != "ok":
             _out(f"  {report.sqlite_integrity}")
-        _out(f"fts5 integrity:   {ok if report.fts_integrity == 'ok' else bad}")
+        fts_checked = report.fts_integrity != FTS_NOT_CHECKED
+        fts = ok if report.fts_integrity == "ok" else bad if fts_checked else "not checked"
+        _out(f"fts5 integrity:   {fts}")
         if report.fts_integrity != "ok":
             _out(f"  {report.fts_integrity}")
         counts = [
@@ -516,7 +531,7 @@ def check(db: str | None, as_json: bool, repair: bool) -> None:
             )
         elif report.orphaned_rows is None:
             _out(f"orphaned rows:    {bad} cannot be counted")
-        if not (report.sqlite_integrity == "ok" and report.fts_integrity == "ok"):
+        if report.sqlite_integrity != "ok" or report.fts_integrity not in ("ok", FTS_NOT_CHECKED):
             _out(
                 "the database is damaged: see 'Troubleshooting' in the README "
                 "(memfts export, sqlite3 .recover)",

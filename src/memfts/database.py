@@ -32,6 +32,7 @@ import random
 import re
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -226,6 +227,45 @@ def _foreign_key_violations(db: apsw.Connection) -> int:
     return int(db.execute("SELECT count(*) FROM pragma_foreign_key_check").get)
 
 
+def _writable(path: Path) -> bool:
+    """Whether memfts can write ``path`` (a file that does not exist yet: it is created) and
+    the files SQLite keeps beside it (-wal, -shm), so its folder too. False on a read-only
+    file, folder or mount, a snapshot, a backup made unwritable."""
+    if not path.exists():
+        return True
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+
+
+def open_read_only(path: Path, busy_timeout_ms: int = 5_000) -> apsw.Connection:
+    """A read-only connection to ``path``, even where nothing can be written beside it.
+
+    A WAL-mode file needs its ``-shm`` (and ``-wal``) file, which SQLite creates if the folder
+    can be written, and uses if it exists (a server still has the file open). Neither? Then
+    the file is read as it is (``immutable=1``: no locks, no WAL): what a WAL file left
+    behind holds past the last checkpoint cannot be read, and is named in a warning.
+    """
+    text = sqlite_path(path)
+    conn = apsw.Connection(text, flags=apsw.SQLITE_OPEN_READONLY)
+    conn.set_busy_timeout(busy_timeout_ms)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_schema").get  # noqa: B018
+        return conn
+    except (apsw.ReadOnlyError, apsw.CantOpenError):
+        conn.close()
+    wal = Path(f"{path}-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        log.warning(
+            "%s has a WAL file (%s) that cannot be read without write access to its folder: "
+            "reading the database as of its last checkpoint",
+            path,
+            wal,
+        )
+    uri = "file:" + urllib.parse.quote(text) + "?immutable=1"
+    conn = apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+    conn.set_busy_timeout(busy_timeout_ms)
+    return conn
+
+
 def sqlite_path(path: Path) -> str:
     """``path`` as SQLite takes it (UTF-8 text), or one line saying why it cannot be."""
     text = str(path)
@@ -280,8 +320,13 @@ class _Handle:
 class Database:
     """A memfts file: one APSW connection per thread, with its schema brought up to date."""
 
-    def __init__(self, path: Path, busy_timeout_s: float = 60.0) -> None:
+    def __init__(
+        self, path: Path, busy_timeout_s: float = 60.0, *, read_only: bool | None = None
+    ) -> None:
         self.path = path
+        self.read_only = read_only if read_only is not None else not _writable(path)
+        """Opened for reading only: the file, its folder or its disk cannot be written (or
+        the caller asked). Reads and searches work; every write fails in one line."""
         self.busy_timeout_s = busy_timeout_s
         self._busy_handler_ms = int(min(BUSY_HANDLER_MS, busy_timeout_s * 1000))
         self._local = threading.local()
@@ -301,10 +346,12 @@ class Database:
         self._restart_backoff = 0.0
         self._sqlite_path = sqlite_path(self.path)
         self._identified = False
-        _check_folder(self.path)
+        if not self.read_only:
+            _check_folder(self.path)
         self._handle()  # opens this thread's connection: fails here if the file is unusable
         try:
-            self._migrate()
+            if not self.read_only:
+                self._migrate()
         except BaseException:
             self.close(wait_s=0)
             raise
@@ -353,6 +400,8 @@ class Database:
         return handle
 
     def _connect(self) -> apsw.Connection:
+        if self.read_only:
+            return self._connect_read_only()
         try:
             conn = apsw.Connection(self._sqlite_path)
         except apsw.Error as exc:
@@ -384,6 +433,38 @@ class Database:
             conn.close()
             raise
         return conn
+
+    def _connect_read_only(self) -> apsw.Connection:
+        """A connection that never writes: to a file that cannot be written, it is all there
+        is. Identified like any other; it must have this memfts's schema (it cannot be
+        migrated)."""
+        conn = open_read_only(self.path, self._busy_handler_ms)
+        try:
+            if not self._identified:
+                self._identify(conn)
+                version = self._retry(conn, lambda: conn.pragma("user_version"))
+                newest = migrations()[-1][0]
+                if version != newest:
+                    raise DatabaseOpenError(
+                        f"{self.path} cannot be written and has schema version {version}; this "
+                        f"memfts reads version {newest}: open it once where it can be written "
+                        "(it is upgraded then), or with the memfts that wrote it"
+                    )
+                self._identified = True
+            conn.pragma("foreign_keys", "ON")
+        except apsw.Error as exc:
+            conn.close()
+            raise self._open_error(exc) from None
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _read_only_error(self) -> ReadOnlyStoreError:
+        return ReadOnlyStoreError(
+            f"the memory store {self.path} is read-only (its file, folder or disk cannot be "
+            "written): it can be read and searched, not changed; nothing was written"
+        )
 
     def _identify(self, conn: apsw.Connection) -> None:
         """Refuse a file that is not a memfts database, with what to do instead.
@@ -533,6 +614,8 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[apsw.Connection]:
         """One write transaction, taken with ``BEGIN IMMEDIATE`` and retried while busy."""
+        if self.read_only:
+            raise self._read_only_error()
         with self._in_use() as handle:
             self._take_write_lock()
             try:
@@ -727,6 +810,8 @@ class Database:
 
         Returns SQLite's ``(busy, wal_frames, checkpointed_frames)``.
         """
+        if self.read_only:
+            raise self._read_only_error()
         with self._in_use() as handle:
             try:
                 row = handle.conn.execute(f"PRAGMA wal_checkpoint({mode})").get
@@ -740,6 +825,8 @@ class Database:
 
     def vacuum(self) -> None:
         """Rewrite the file without free pages."""
+        if self.read_only:
+            raise self._read_only_error()
         with self._in_use() as handle:
             conn = handle.conn
             self._retry(conn, lambda: conn.execute("VACUUM"))
@@ -780,7 +867,7 @@ class Database:
                 "closing %s: a call is still running; leaving the WAL for recovery", self.path
             )
         for i, handle in enumerate(idle):
-            if i == 0:
+            if i == 0 and not self.read_only:
                 try:  # a busy checkpoint is fine: the next closer does it
                     handle.conn.set_busy_timeout(0)
                     handle.conn.pragma("wal_checkpoint(PASSIVE)")

@@ -188,8 +188,13 @@ class Store:
         *,
         language: str | None = None,
         synonyms: str | None = None,
+        read_only: bool | None = None,
     ) -> None:
         """Open (or create) the store at ``path``.
+
+        A file that cannot be written (its folder, disk or itself read-only) is opened for
+        reading only, unless ``read_only`` says otherwise: it can be read and searched, and
+        every write fails in one line (:class:`~memfts.errors.ReadOnlyStoreError`).
 
         ``language`` is the one word forms are made in (``MEMFTS_LANGUAGE``, default
         English; ``none`` for no word forms); every process sharing a file should use the same.
@@ -210,7 +215,10 @@ class Store:
             )
         except ValueError as exc:
             raise DatabaseOpenError(f"MEMFTS_SYNONYMS: {exc}") from None
-        self._db = Database(self.path, busy_timeout_s=self.limits.busy_timeout_s)
+        self._db = Database(
+            self.path, busy_timeout_s=self.limits.busy_timeout_s, read_only=read_only
+        )
+        self.read_only = self._db.read_only
         self._write = self._db.write
         self._read = self._db.read
         self._known_words = vocabulary.KnownWords(self._stems)
@@ -875,7 +883,7 @@ class Store:
             except (apsw.Error, MemftsError):
                 counts.append(None)  # unreadable: the integrity report says why
         fts_errors = []
-        for table in _FTS_TABLES:
+        for table in () if self.read_only else _FTS_TABLES:
             try:
                 # the FTS5 check is an INSERT command: it needs a write transaction
                 with self._write() as db:
@@ -884,8 +892,12 @@ class Store:
                 fts_errors.append(f"{table}: {exc}")
         sqlite_integrity = "ok" if problems == ["ok"] else "; ".join(problems)
         fts_integrity = "ok" if not fts_errors else "; ".join(fts_errors)
+        if self.read_only:  # FTS5's check is an INSERT command: it needs to write
+            fts_integrity = FTS_NOT_CHECKED
         return HealthReport(
-            ok=sqlite_integrity == "ok" and fts_integrity == "ok" and orphans == 0,
+            ok=sqlite_integrity == "ok"
+            and fts_integrity in ("ok", FTS_NOT_CHECKED)
+            and orphans == 0,
             sqlite_integrity=sqlite_integrity,
             fts_integrity=fts_integrity,
             entities=counts[0],
@@ -1300,6 +1312,8 @@ class Store:
         self._check_observations(owner, [value])
         return value
 
+
+FTS_NOT_CHECKED = "not checked: the file cannot be written, and FTS5's check writes"
 
 _FTS_TABLES = ("entities_fts", "observations_fts", "search_terms_trigram")
 

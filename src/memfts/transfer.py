@@ -27,7 +27,7 @@ from typing import IO, Any, Literal
 import apsw
 from pydantic import ValidationError
 
-from memfts.database import sqlite_path
+from memfts.database import open_read_only, sqlite_path
 from memfts.errors import MemftsError
 from memfts.models import Entity, ImportCounts, Relation
 from memfts.store import Store
@@ -263,9 +263,7 @@ class SqliteSource:
 
     def _connect(self) -> apsw.Connection:
         try:
-            conn = apsw.Connection(sqlite_path(self.path), flags=apsw.SQLITE_OPEN_READONLY)
-            conn.set_busy_timeout(5_000)
-            conn.execute("SELECT count(*) FROM sqlite_schema").get  # noqa: B018
+            conn = open_read_only(self.path)  # also where nothing can be written beside it
         except apsw.Error as exc:
             raise TransferError(f"cannot read {self.path} as SQLite: {exc}") from None
         return conn
