@@ -23,7 +23,7 @@ from conftest import memfts_command, server_env
 from memfts.models import Entity, GraphNode, Neighbourhood, Relation
 from memfts.store import Store
 from memfts.ui_graph import NODE_RADIUS, PlacedNode, layout, text_width
-from test_store import graph_of
+from test_store import E, graph_of
 from ui_server import UiServer, csrf_of, path_of
 from workers import RawServer
 
@@ -123,6 +123,21 @@ def test_text_from_the_database_is_escaped_everywhere(ui: UiServer) -> None:
     assert "<h1>&lt;b&gt;Mallory&lt;/b&gt;</h1>" in page
     found = ui.get("/?q=alert").body
     assert "&lt;script&gt;<mark>alert</mark>(&#34;owned&#34;)" in found
+
+
+def test_markdown_bold_in_an_observation_is_not_taken_for_a_match(ui: UiServer, demo: Path) -> None:
+    """Agents write Markdown: the asterisks of ``**Decision**`` are text, not the marks the
+    search puts around the words that matched."""
+    store = Store(demo)
+    try:
+        store.create_entities(
+            [E("ADR-7", "decision", "**Decision**: use Kafka for events, **not** RabbitMQ")]
+        )
+    finally:
+        store.close()
+    page = ui.get("/?q=kafka").body
+    assert "**Decision**: use <mark>Kafka</mark> for events, **not** RabbitMQ" in page
+    assert "<mark>Decision</mark>" not in page
 
 
 def test_answers_on_a_kept_alive_connection_do_not_wait_for_delayed_acks(ui: UiServer) -> None:

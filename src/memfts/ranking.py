@@ -716,9 +716,14 @@ rowid range, which FTS5 seeks to directly, so the cost is per entity shown, not 
 matching anywhere. No bm25 (it reads every row of every word of the query to weigh them)."""
 
 
-def snippets(vocab: vocabulary.Lookup, query: search.Query, ids: list[int]) -> dict[int, list[str]]:
+def snippets(
+    vocab: vocabulary.Lookup,
+    query: search.Query,
+    ids: list[int],
+    marks: tuple[str, str] = SNIPPET_MARKS,
+) -> dict[int, list[str]]:
     """Up to :data:`SNIPPETS_PER_ENTITY` matching observation fragments of each of ``ids``,
-    those holding the most matches first.
+    those holding the most matches first, the matches between ``marks``.
 
     The query's words, forms and synonyms first; partial words (an OR of up to 32 indexed
     words each, which every entity's seek would have to open) only for the entities that have
@@ -731,7 +736,7 @@ def snippets(vocab: vocabulary.Lookup, query: search.Query, ids: list[int]) -> d
         todo = [entity_id for entity_id, rows in found.items() if not rows]
         if not chosen or not todo:
             continue
-        _fragments(vocab, " OR ".join(f"({a.match})" for a in chosen), todo, found)
+        _fragments(vocab, " OR ".join(f"({a.match})" for a in chosen), todo, found, marks)
         if len(chosen) == len(arms):
             break
     return {
@@ -745,8 +750,9 @@ def _fragments(
     expression: str,
     ids: list[int],
     found: dict[int, list[tuple[int, int, str]]],
+    marks: tuple[str, str],
 ) -> None:
-    start, end = SNIPPET_MARKS
+    start, end = marks
     for entity_id, fragments in vocab.db.execute(
         _SNIPPETS_SQL,
         {

@@ -671,6 +671,7 @@ class Store:
         snippets: bool = False,
         compact: bool = False,
         depth: int = 0,
+        marks: tuple[str, str] = ranking.SNIPPET_MARKS,
     ) -> SearchResult:
         """Ranked full-text search: parse (``search.py``) -> rank (``ranking.py``) -> load.
 
@@ -678,8 +679,8 @@ class Store:
         word, another form of it, a word start, or inside a longer word) come first, best
         bm25 first; the rest of the page is the best of those with some of the words. An empty
         query lists the most recently changed entities. ``snippets`` adds the matching
-        fragments; ``compact`` returns names, types and snippets only; ``depth`` (0-2) adds
-        the entities related to the hits, after them.
+        fragments, the words that matched between ``marks``; ``compact`` returns names, types
+        and snippets only; ``depth`` (0-2) adds the entities related to the hits, after them.
         """
         if limit < 1 or limit > self.limits.max_search_limit:
             raise InputTooLargeError(
@@ -735,7 +736,7 @@ class Store:
                 loaded.update(entities_chunk)
                 if want_snippets and not snippets_cut:
                     try:
-                        fragments.update(ranking.snippets(vocab, searched, chunk))
+                        fragments.update(ranking.snippets(vocab, searched, chunk, marks))
                     except apsw.InterruptError:
                         snippets_cut = True
                         notes.append(

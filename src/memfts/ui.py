@@ -32,7 +32,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
-from memfts import ranking, ui_graph
+from memfts import ui_graph
 from memfts.cli import size_text
 from memfts.errors import (
     DuplicateObservationError,
@@ -78,11 +78,16 @@ _NOTICES = {
 """What a redirect after a write says; only these texts, with names filled in (escaped)."""
 
 
+SNIPPET_MARKS = ("\ue000", "\ue001")
+"""What the page asks the search to put around the words that matched: characters of Unicode's
+private use area, where the search's own ``**`` would be Markdown bold in agents' text."""
+
+
 def _marked(snippet: str) -> Markup:
     """A search snippet with its hits in ``<mark>``: the text escaped, the marks ours (text
-    that itself holds the mark shifts the highlighting, never the escaping)."""
-    start, end = ranking.SNIPPET_MARKS
-    parts = snippet.split(start) if start == end else snippet.replace(end, start).split(start)
+    that itself holds a mark character shifts the highlighting, never the escaping)."""
+    start, end = SNIPPET_MARKS
+    parts = snippet.replace(end, start).split(start)
     return Markup("").join(
         Markup("<mark>%s</mark>") % part if i % 2 else escape(part) for i, part in enumerate(parts)
     )
@@ -257,7 +262,9 @@ class UiApp:
             return await self._page(request, "home.html", recent=recent, stats=stats, query="")
         started = time.perf_counter()
         try:
-            result = await self._call(request, self.store.search_nodes, query, limit, snippets=True)
+            result = await self._call(
+                request, self.store.search_nodes, query, limit, snippets=True, marks=SNIPPET_MARKS
+            )
         except MemftsError as exc:
             return await self._page(request, "search.html", 400, query=query, error=str(exc))
         search_ms = (time.perf_counter() - started) * 1000
