@@ -94,6 +94,8 @@ def test_every_page_answers_with_the_memory_and_safe_headers(ui: UiServer) -> No
 def test_search_page_shows_n_of_m_corrections_and_suggestions(ui: UiServer) -> None:
     page = ui.get("/?q=idempotncy").body
     assert "Nothing matched <q>idempotncy</q>; showing" in page
+    corrected = re.findall(r'showing <a href="(/\?q=[^"]+)"', page)
+    assert len(corrected) == 1 and page.count(corrected[0]) == 1  # not offered again below
     assert "<mark>" in page
     counted = ui.get("/?q=service&limit=2").body
     assert re.search(r'<span class="count">2</span> of <span class="total">\d+', counted)
