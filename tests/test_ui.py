@@ -7,6 +7,7 @@ every answer, the escaped bytes of text from the database, and the layout's geom
 
 from __future__ import annotations
 
+import html
 import http.client
 import math
 import re
@@ -140,6 +141,23 @@ def test_markdown_bold_in_an_observation_is_not_taken_for_a_match(ui: UiServer, 
     page = ui.get("/?q=kafka").body
     assert "**Decision**: use <mark>Kafka</mark> for events, **not** RabbitMQ" in page
     assert "<mark>Decision</mark>" not in page
+
+
+def test_a_type_link_lists_the_entities_of_that_type_whatever_its_characters(
+    ui: UiServer,
+) -> None:
+    for name, entity_type in (("<b>Mallory</b>", '"><svg onload=alert(3)>'), ("Redis", "database")):
+        page = ui.get(f"/entity?{urlencode({'name': name})}").body
+        found = re.search(r'<a class="type" href="([^"]+)"', page)
+        assert found, name
+        listed = ui.get(html.unescape(found.group(1))).body
+        hits = re.findall(
+            r'<a class="name" href="[^"]+">([^<]+)</a> <a class="type" href="[^"]+">([^<]+)</a>',
+            listed,
+        )
+        assert name in {html.unescape(n) for n, _ in hits}
+        assert {html.unescape(t) for _, t in hits} == {entity_type}
+        assert "of type" in listed
 
 
 def test_answers_on_a_kept_alive_connection_do_not_wait_for_delayed_acks(ui: UiServer) -> None:

@@ -126,13 +126,6 @@ def _link(path: str, **params: object) -> str:
     return path + "?" + urlencode({k: v for k, v in params.items() if v not in (None, "")})
 
 
-def _type_query(entity_type: str) -> str:
-    """The search listing the entities of a type (quoted if it has spaces)."""
-    return (
-        f'type:"{entity_type}"' if any(c.isspace() for c in entity_type) else f"type:{entity_type}"
-    )
-
-
 def _environment() -> Environment:
     env = Environment(
         loader=PackageLoader("memfts", "templates"),
@@ -148,7 +141,7 @@ def _environment() -> Environment:
         exact=stored_field,
         digest=observation_digest,
     )
-    env.globals.update(link=_link, type_query=_type_query, csrf_field=CSRF_FIELD)
+    env.globals.update(link=_link, csrf_field=CSRF_FIELD)
     return env
 
 
@@ -252,26 +245,38 @@ class UiApp:
     # ---- pages ---------------------------------------------------------------------------
 
     async def home(self, request: Request) -> Response:
-        """Search (the same engine as search_nodes); without a query, the latest changes."""
+        """Search (the same engine as search_nodes), or the entities of one type (``?type=``:
+        any characters, where ``type:`` in a query cannot hold a quote); without either, the
+        latest changes."""
         await self._version(request)
         query = request.query_params.get("q", "")
+        entity_type = request.query_params.get("type") or None
         limit = _int(request.query_params.get("limit"), SEARCH_LIMIT, 1, MAX_PAGE_LIMIT)
-        if not query.strip():
+        if not query.strip() and entity_type is None:
             recent = await self._call(request, self.store.recent_changes, SEARCH_LIMIT)
             stats = await self._call(request, self.store.stats)
             return await self._page(request, "home.html", recent=recent, stats=stats, query="")
         started = time.perf_counter()
         try:
             result = await self._call(
-                request, self.store.search_nodes, query, limit, snippets=True, marks=SNIPPET_MARKS
+                request,
+                self.store.search_nodes,
+                query,
+                limit,
+                entity_type,
+                snippets=True,
+                marks=SNIPPET_MARKS,
             )
         except MemftsError as exc:
-            return await self._page(request, "search.html", 400, query=query, error=str(exc))
+            return await self._page(
+                request, "search.html", 400, query=query, entity_type=entity_type, error=str(exc)
+            )
         search_ms = (time.perf_counter() - started) * 1000
         return await self._page(
             request,
             "search.html",
             query=query,
+            entity_type=entity_type,
             result=result,
             limit=limit,
             more=min(limit + MORE_STEP, MAX_PAGE_LIMIT),
