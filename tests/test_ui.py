@@ -265,6 +265,9 @@ def test_a_refused_write_says_why_and_offers_the_merge(ui: UiServer) -> None:
     assert answer.status == 409
     assert "an entity named &#39;Node.js&#39; exists already" in answer.body
     assert 'action="/merge"' in answer.body and 'name="target" value="Node.js"' in answer.body
+    typo = post(ui, "/merge", {"source": "nodejs", "into": "Node", "csrf": token})
+    assert typo.status == 404
+    assert "no entity is named &#39;Node&#39; to merge &#39;nodejs&#39; into" in typo.body
     edit = post(
         ui,
         "/observation/edit",

@@ -297,7 +297,7 @@ class UiApp:
             "entity.html",
             status,
             entity=detail,
-            error=None if error is None else str(error),
+            error=None if error is None else request.state.error_message or str(error),
             taken=getattr(request.state, "taken", None),
         )
 
@@ -344,9 +344,13 @@ class UiApp:
 
     # ---- writes --------------------------------------------------------------------------
 
-    async def _failed(self, request: Request, name: str, error: MemftsError) -> Response:
-        """The entity page again, saying why the write was refused (nothing changed)."""
+    async def _failed(
+        self, request: Request, name: str, error: MemftsError, message: str | None = None
+    ) -> Response:
+        """The entity page again, saying why the write was refused (nothing changed): the
+        error's own words, or ``message`` where the page knows better what went wrong."""
         request.state.entity_name = name
+        request.state.error_message = message
         return await self.entity(request, error)
 
     async def rename(self, request: Request) -> Response:
@@ -470,6 +474,16 @@ class UiApp:
                     back=_link("/entity", name=source),
                 )
             await self._call(request, self.store.merge_entities, source, target)
+        except EntityNotFoundError as exc:
+            if exc.name != target:
+                return await self._failed(request, source, exc)
+            return await self._failed(
+                request,
+                source,
+                exc,
+                f"no entity is named {target!r} to merge {source!r} into: give the exact name "
+                "of the entity to keep, capitals included (a search finds it)",
+            )
         except MemftsError as exc:
             return await self._failed(request, source, exc)
         return _see(request, _link("/entity", name=target, done="merged", **{"from": source}))
