@@ -89,6 +89,28 @@ def test_rename_moves_relations_both_ways_and_search_follows(team: Store, db_pat
     assert_consistent(team)
 
 
+def test_agents_servers_running_meanwhile_find_the_curated_words_at_once(
+    team: Store, db_path: Path
+) -> None:
+    """A server that searched before keeps what it worked out about the vocabulary; a rename
+    or an edit made by another process (the page, the CLI) must still be found by its very
+    next search: by a part of a new word and by a misspelling of it."""
+
+    def names(server: RawServer, query: str) -> list[str]:
+        text = server.call_ok("search_nodes", {"query": query})["content"][0]["text"]
+        return [e["name"] for e in json.loads(text)["entities"]]
+
+    with RawServer(db_path) as agent:
+        assert names(agent, "compil")[0] == "Compiler"
+        assert names(agent, "zanzib") == []
+        team.rename_entity("Compiler", "Zanzibarqux")
+        team.edit_observation("Ada", "likes tea", "likes rooibos")
+        assert names(agent, "anzibarq") == ["Zanzibarqux"]
+        assert names(agent, "zanzibarqix") == ["Zanzibarqux"]
+        assert names(agent, "ooibo") == ["Ada"]
+        assert names(agent, "tea") == []
+
+
 def test_rename_onto_a_name_only_relations_used_joins_them_without_repeats(
     store: Store, db_path: Path
 ) -> None:
@@ -251,6 +273,26 @@ def test_merge_appends_in_order_without_repeats_and_repoints(store: Store, db_pa
     assert_consistent(store)
 
 
+def test_a_chain_of_merges_keeps_every_observation_once_in_order(
+    store: Store, db_path: Path
+) -> None:
+    store.create_entities(
+        [E("A", "t", "a one", "shared"), E("B", "t", "b one", "shared"), E("C", "t", "c one")]
+    )
+    store.create_relations(
+        [R("X", "A", "uses"), R("X", "B", "uses"), R("A", "B", "same_as"), R("B", "C", "same_as")]
+    )
+    before = store.entity_detail("C").updated_at  # type: ignore[union-attr]
+    store.merge_entities("A", "B")
+    store.merge_entities("B", "C")
+    assert [c for _, c in observations_of(db_path, "C")] == ["c one", "b one", "shared", "a one"]
+    assert relations_of(db_path) == {("X", "C", "uses")}
+    assert rows(db_path, "SELECT name FROM entities") == [("C",)]
+    assert store.entity_detail("C").updated_at > before  # type: ignore[union-attr]
+    assert found(store, "one") == ["C"]
+    assert_consistent(store)
+
+
 def test_merge_refusals_change_nothing(team: Store) -> None:
     before = graph_of(team)
     with pytest.raises(InvalidInputError, match="into itself"):
@@ -314,6 +356,63 @@ def test_a_merge_loses_no_observation_another_process_adds_meanwhile(
     kept = [c for _, c in observations_of(db_path, "keep")]
     assert sorted(kept) == sorted(acknowledged)
     assert report.observations_added <= len(acknowledged)
+    assert_consistent(store)
+
+
+def test_a_rename_while_agents_write_to_the_entity_loses_nothing_and_is_never_half_done(
+    store: Store, db_path: Path
+) -> None:
+    """Two MCP servers keep adding observations to an entity and relations naming it, by its
+    old name, while a person renames it. Each write lands wholly before the rename (and
+    follows it) or wholly after (an observation refused, a relation naming the old name as
+    the agent wrote it): none lost, none split between the two names."""
+    store.create_entities([E("svc", "service", "first note")])
+    acknowledged_notes: list[str] = []
+    acknowledged_links: list[str] = []
+    refused: list[str] = []
+    stop = threading.Event()
+
+    def agent(server: RawServer, worker: int) -> None:
+        for k in itertools.count():
+            if stop.is_set() or k > 400:
+                return
+            other = f"w{worker}-client-{k}"
+            linked = server.call("create_relations", {"relations": [
+                {"from": other, "to": "svc", "relationType": "calls"}]})  # fmt: skip
+            assert not linked.get("isError"), error_text(linked)
+            acknowledged_links.append(other)
+            text = f"w{worker} note {k}"
+            noted = server.call("add_observations", {"observations": [
+                {"entityName": "svc", "contents": [text]}]})  # fmt: skip
+            if noted.get("isError"):
+                refused.append(error_text(noted))
+            else:
+                acknowledged_notes.append(text)
+
+    with RawServer(db_path) as one, RawServer(db_path) as two:
+        threads = [threading.Thread(target=agent, args=(s, i)) for i, s in enumerate((one, two))]
+        for t in threads:
+            t.start()
+        while len(acknowledged_links) < 30 and all(t.is_alive() for t in threads):
+            threading.Event().wait(0.01)
+        report = store.rename_entity("svc", "billing-svc")
+        while len(refused) < 10 and all(t.is_alive() for t in threads):
+            threading.Event().wait(0.01)
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+    assert all("Entity with name svc not found" in e for e in refused), refused
+    kept = [c for _, c in observations_of(db_path, "billing-svc")]
+    assert sorted(kept) == sorted(["first note", *acknowledged_notes])
+    assert observations_of(db_path, "svc") == []
+    links = rows(
+        db_path, "SELECT id, from_name, to_name FROM relations WHERE relation_type = 'calls'"
+    )
+    assert sorted(f for _, f, _ in links) == sorted(acknowledged_links)  # none lost, none twice
+    renamed = [i for i, _, to in links if to == "billing-svc"]
+    written_after = [i for i, _, to in links if to == "svc"]
+    assert len(renamed) == report.relations_moved
+    assert written_after and max(renamed) < min(written_after)  # the rename is one moment
     assert_consistent(store)
 
 
