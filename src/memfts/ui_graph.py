@@ -194,6 +194,8 @@ def layout(hood: Neighbourhood) -> GraphLayout:
             )
         )
         index[node.name] = i
+    if has_second:
+        _level_inner_labels(placed)
 
     titles: dict[tuple[int, int], list[str]] = {}
     for relation in hood.relations:
@@ -218,6 +220,59 @@ def layout(hood: Neighbourhood) -> GraphLayout:
         legend=sorted(((c, t) for t, c in types.items()), key=lambda item: item[1]),
         has_missing=any(n.entityType is None for n in nodes),
     )
+
+
+def _level_inner_labels(placed: list[PlacedNode]) -> None:
+    """Turn the inner ring's names level, beside their nodes, wherever that covers no other
+    name or node: easier to read than along the radius, where a name also lies on the line
+    to its node's middle child. Nowhere else can a level inner name reach: it ends before
+    the outer ring starts (see :func:`layout`), and the centre's name is inside the ring."""
+    inner = [n for n in placed if n.depth == 1]
+    radial = {n.index: (n.label_x, n.label_y, n.label_rotate, n.label_anchor) for n in inner}
+    for node in inner:
+        right = node.x >= 0
+        node.label_x = round(node.x + (LABEL_GAP if right else -LABEL_GAP), 1)
+        node.label_y, node.label_rotate = node.y, 0.0
+        node.label_anchor = "start" if right else "end"
+    # names along radii never cover each other: turn back those that cover something, one at
+    # a time, until no level name does
+    while True:
+        boxes = {n.index: label_corners(n) for n in inner}
+        covering = next(
+            (
+                n
+                for n in inner
+                if n.label_rotate == 0.0
+                and (
+                    any(not _apart(boxes[n.index], boxes[m.index]) for m in inner if m is not n)
+                    or any(not _apart(boxes[n.index], _square(m)) for m in inner if m is not n)
+                )
+            ),
+            None,
+        )
+        if covering is None:
+            return
+        x, y, rotate, anchor = radial[covering.index]
+        covering.label_x, covering.label_y = x, y
+        covering.label_rotate, covering.label_anchor = rotate, anchor
+
+
+def _square(node: PlacedNode) -> list[tuple[float, float]]:
+    r = NODE_RADIUS
+    return [(node.x - r, node.y - r), (node.x + r, node.y - r), (node.x + r, node.y + r),
+            (node.x - r, node.y + r)]  # fmt: skip
+
+
+def _apart(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> bool:
+    """Two convex outlines do not overlap: some edge of one separates them."""
+    for box in (a, b):
+        for (x1, y1), (x2, y2) in zip(box, box[1:] + box[:1], strict=True):
+            nx, ny = y1 - y2, x2 - x1
+            pa = [nx * x + ny * y for x, y in a]
+            pb = [nx * x + ny * y for x, y in b]
+            if max(pa) <= min(pb) or max(pb) <= min(pa):
+                return True
+    return False
 
 
 def label_corners(node: PlacedNode) -> list[tuple[float, float]]:
