@@ -2,10 +2,11 @@
 
 The centre entity sits in the middle, its neighbours on a ring around it, and at depth 2 each
 neighbour's own neighbours on an outer ring, inside the angle its parent was given (wider for
-a parent with more children), so the tree reads outwards. Every name runs outwards along its
+a parent with more children), so the tree reads outwards. Names run outwards along their
 node's radius (turned to read left to right), so names on one ring never cross: the rings are
 as large as it takes for neighbouring nodes to be a line apart, and at depth 2 the outer ring
-starts where the inner ring's names end. Names are cut to a width (the full name is the
+starts where the inner ring's names end; an inner name runs level beside its node instead
+wherever that covers no other name or node. Names are cut to a width (the full name is the
 node's tooltip). Relations that do not follow the tree are drawn dashed. The same input
 always gives the same picture (no random start, unlike a force layout), which a person
 comparing two visits and a screenshot test both need.
