@@ -423,7 +423,16 @@ def test_help_lists_every_command_and_each_takes_db() -> None:
     done = run("--help")
     assert done.returncode == 0
     commands = ["serve", "search", "show", "stats", "check", "optimize", "embed", "import"]
-    commands += ["export", "ui", "rename", "set-type", "edit-observation", "delete-observation"]
+    commands += [
+        "export",
+        "backup",
+        "restore",
+        "ui",
+        "rename",
+        "set-type",
+        "edit-observation",
+        "delete-observation",
+    ]
     commands += ["delete"]
     commands += ["merge", "duplicates"]
     listed = [line.split()[0] for line in done.stdout.split("Commands:")[1].strip().splitlines()]

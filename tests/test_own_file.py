@@ -197,11 +197,11 @@ def test_export_refuses_to_write_onto_the_database_it_reads(filled: Path) -> Non
     os.link(filled, folder / "hard.db")
     for target in (filled, folder / "link.db", folder / "hard.db", folder / "./m.db"):
         line = one_line_error(run("export", str(target), "--force", db=filled))
-        assert "is the database being exported" in line, line
+        assert "is the database being copied" in line, line
     store = Store(filled)  # a server holding it open, so the WAL exists
     try:
         line = one_line_error(run("export", f"{filled}-wal", "--force", db=filled))
-        assert "a file of the database being exported" in line
+        assert "a file of the database being copied" in line
     finally:
         store.close()
     store = Store(filled)

@@ -688,6 +688,60 @@ def export(db: str | None, path: Path | None, force: bool) -> None:
     )
 
 
+# ---- backup / restore ----------------------------------------------------------------------
+
+
+def _backup_summary(report: Any) -> str:
+    return (
+        f"{report.entities:,} entities, {report.observations:,} observations, "
+        f"{report.relations:,} relations; {size_text(report.bytes)} in {report.seconds:.1f} s"
+    )
+
+
+@main.command(short_help="A consistent copy of the database, while servers write.")
+@db_option
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True, help="Replace PATH if it exists.")
+def backup(db: str | None, path: Path, force: bool) -> None:
+    """Copy the database to PATH as it is at this moment, while servers go on writing.
+
+    One SQLite read snapshot (writers are not held up); the copy is checked like
+    `memfts check` before it takes PATH's name, is one self-contained file, and is created
+    0600 (MEMFTS_FILE_MODE to change). Put it back with `memfts restore PATH`.
+    """
+    from memfts.backup import backup as make_backup
+
+    with _open_store(db) as store:
+        report = make_backup(store, path, force=force)
+    _out(f"backed up {store.path} to {report.path}: {_backup_summary(report)}")
+
+
+@main.command(short_help="Put a backup (or a Litestream restore) in place, safely.")
+@db_option
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Restore even while other processes (servers) have the database open; "
+    "they see the restored memory at once.",
+)
+def restore(db: str | None, source: Path, force: bool) -> None:
+    """Replace the database with the backup SOURCE (from `memfts backup`, or a file
+    `litestream restore` wrote).
+
+    SOURCE is checked first (integrity, full-text indexes, orphaned rows) on a copy, upgraded
+    to this memfts's schema if it is older; nothing is changed if it is damaged. The database
+    it replaces is kept beside it (DB.before-restore-TIME). Refused while other processes
+    have the database open, unless --force.
+    """
+    from memfts.backup import restore as put_back
+
+    report = put_back(source, _db(db), force=force)
+    _out(f"restored {source} into {report.path}: {_backup_summary(report)}")
+    if report.replaced:
+        _out(f"the database it replaced is kept as {report.replaced}")
+
+
 # ---- curation: what `memfts ui` does, from a terminal ---------------------------------------
 
 

@@ -299,6 +299,46 @@ def _check_folder(path: Path) -> None:
         ) from None
 
 
+FILE_MODE_ENV = "MEMFTS_FILE_MODE"
+DEFAULT_FILE_MODE = 0o600
+"""Permissions of the files memfts creates (databases, backups): they hold private notes."""
+
+
+def file_mode(environ: dict[str, str] | None = None) -> int:
+    """The mode for new files: ``$MEMFTS_FILE_MODE`` (octal, such as ``640``), else 0600."""
+    env = os.environ if environ is None else environ
+    raw = env.get(FILE_MODE_ENV)
+    if raw is None:
+        return DEFAULT_FILE_MODE
+    try:
+        mode = int(raw, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777 or not mode & 0o600 == 0o600:
+        raise DatabaseOpenError(
+            f"{FILE_MODE_ENV}={raw!r} is not a file mode memfts can use: give octal "
+            "permissions that let you read and write, such as 600 or 640"
+        )
+    return mode
+
+
+def create_private(path: Path) -> bool:
+    """Create ``path`` empty with :func:`file_mode` (whatever the umask); False if it exists.
+
+    SQLite gives the -wal and -shm files the database file's mode, so they follow."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        raise DatabaseOpenError(f"cannot create {path}: {exc.strerror}") from None
+    try:
+        os.fchmod(fd, file_mode())
+    finally:
+        os.close(fd)
+    return True
+
+
 ConnectionSetup = Callable[[apsw.Connection], None]
 """A function :meth:`Database.on_connect` runs once on each connection, in its thread."""
 
@@ -347,7 +387,9 @@ class Database:
         self._sqlite_path = sqlite_path(self.path)
         self._identified = False
         if not self.read_only:
+            file_mode()  # a wrong MEMFTS_FILE_MODE is said at once, not at the first backup
             _check_folder(self.path)
+            create_private(self.path)  # before SQLite creates it with the umask's mode
         self._handle()  # opens this thread's connection: fails here if the file is unusable
         try:
             if not self.read_only:
@@ -785,6 +827,28 @@ class Database:
             f"the memory store {self.path} is closing (memfts is shutting down); nothing was "
             "written, try again once it is back"
         )
+
+    def copy_to(self, target: Path) -> None:
+        """Copy the database, as it is at this moment, into the new file ``target``.
+
+        SQLite's online backup in one step: one read snapshot, so the copy is consistent while
+        other connections and processes go on writing (they are not held up). The copy is a
+        single file (rollback journal, no -wal) with the database's application id, schema
+        and pages."""
+        with self._in_use() as handle:
+            dest = apsw.Connection(sqlite_path(target))
+            try:
+                with dest.backup("main", handle.conn, "main") as copying:
+                    while not copying.done:
+                        self._retry(handle.conn, lambda: copying.step(-1))
+                dest.pragma("journal_mode", "delete")
+            except apsw.Error as exc:
+                error = storage_error(exc, target, dest.system_errno)
+                if error is None:
+                    raise
+                raise error from exc
+            finally:
+                dest.close()
 
     def data_version(self) -> int:
         """A number that changes whenever a connection of any process (this one included)

@@ -233,6 +233,20 @@ class HealthReport(BaseModel):
     removed_orphans: int = Field(default=0, description="orphaned rows --repair removed")
 
 
+class BackupReport(BaseModel):
+    """Result of ``memfts backup`` and ``memfts restore``: the file written and what it holds."""
+
+    path: str
+    bytes: int
+    seconds: float
+    entities: int
+    observations: int
+    relations: int
+    replaced: str | None = Field(
+        default=None, description="restore: where the database it replaced was kept"
+    )
+
+
 class StoreStats(BaseModel):
     path: str
     schema_version: int

@@ -937,6 +937,11 @@ class Store:
             wal_bytes=wal.stat().st_size if wal.exists() else 0,
         )
 
+    def copy_to(self, target: Path) -> None:
+        """A consistent copy of the file as it is now, in ``target`` (see
+        :meth:`Database.copy_to`); :mod:`memfts.backup` checks it and puts it in place."""
+        self._db.copy_to(target)
+
     def optimize(self, vacuum: bool = False) -> None:
         """Merge FTS5 index segments, truncate the WAL and optionally VACUUM the file."""
         with self._write() as db:

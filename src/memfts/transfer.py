@@ -640,26 +640,32 @@ def _mode_for(target: Path) -> int:
         return 0o666 & ~umask
 
 
-def export_file(store: Store, path: str | os.PathLike[str], *, force: bool = False) -> ExportCounts:
-    """Write the graph to ``path`` atomically: readers see the old file or the whole new one."""
-    target = Path(path)
+def check_target(target: Path, database: Path, *, force: bool) -> Path:
+    """The file to write an export or a backup of ``database`` to, resolved; refused in one
+    line if it is the database itself or one of its files (by device and inode: its name, a
+    symbolic or hard link), a symbolic link to nothing, a folder, or exists without ``force``.
+    """
     if target.is_symlink() and not target.exists():
         raise TransferError(
             f"{target} is a symbolic link to {os.readlink(target)}, which does not exist: memfts "
             "does not write through it; remove the link or give another path"
         )
-    database = store.path
     for own in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
-        if _same_file(target, own):  # by device and inode: hard links and symlinks too
+        if _same_file(target, own):
             raise TransferError(
                 f"{target} is {'the database' if own == database else 'a file of the database'} "
-                f"being exported ({own}); export to another file (nothing was written)"
+                f"being copied ({own}); write to another file (nothing was written)"
             )
-    if target.exists() and not force:
-        raise TransferError(f"{target} exists; pass --force to replace it")
     if target.is_dir():
         raise TransferError(f"{target} is a folder")
-    target = target.resolve()
+    if target.exists() and not force:
+        raise TransferError(f"{target} exists; pass --force to replace it")
+    return target.resolve()
+
+
+def export_file(store: Store, path: str | os.PathLike[str], *, force: bool = False) -> ExportCounts:
+    """Write the graph to ``path`` atomically: readers see the old file or the whole new one."""
+    target = check_target(Path(path), store.path, force=force)
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     except OSError as exc:
