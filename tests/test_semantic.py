@@ -566,3 +566,147 @@ def test_the_built_in_model_ships_in_the_wheel_and_knows_what_words_mean(
         assert nearest(store, "music instrument", 1) == ["Alice"]
     finally:
         store.close()
+
+
+# ---- search: the full-text ranking fused with the nearest by meaning --------------------------
+
+
+@needs_extra
+@pytest.mark.parametrize(
+    ("lexical", "complete", "meaning", "page", "found_by"),
+    [
+        pytest.param(
+            [1, 2, 3], 2, [(9, 0.9), (3, 0.8), (2, 0.7)], [1, 2, 3, 9],
+            {1: "l", 2: "ls", 3: "ls", 9: "s"},
+            id="entities-with-every-word-keep-their-places",
+        ),
+        pytest.param(
+            [1, 2], 0, [(2, 0.9), (5, 0.6)], [2, 1, 5], {1: "l", 2: "ls", 5: "s"},
+            id="found-by-both-goes-up",
+        ),
+        pytest.param(
+            [1, 2], 0, [(5, 0.6), (6, 0.5)], [1, 5, 2, 6], {1: "l", 2: "l", 5: "s", 6: "s"},
+            id="same-rank-in-each-ties-to-full-text",
+        ),
+        pytest.param(
+            [1], 0, [(1, 0.1), (7, 0.29)], [1], {1: "ls"},
+            id="too-far-in-meaning-alone-is-not-offered",
+        ),
+        pytest.param(
+            [], 0, [(7, 0.5), (8, 0.4)], [7], {7: "s"}, id="nothing-by-words-page-cut"
+        ),
+    ],
+)  # fmt: skip
+def test_fusion_keeps_every_word_first_and_fuses_the_rest_by_rank(
+    lexical: list[int],
+    complete: int,
+    meaning: list[tuple[int, float]],
+    page: list[int],
+    found_by: dict[int, str],
+) -> None:
+    from memfts.semantic import Neighbour, fuse
+
+    limit = 1 if not lexical else 10
+    got, arms = fuse(lexical, complete, [Neighbour(i, s) for i, s in meaning], limit)
+    assert got == page
+    names = {"lexical": "l", "semantic": "s"}
+    assert {i: "".join(names[a] for a in found) for i, found in arms.items()} == found_by
+
+
+SEARCHED = [
+    Entity(name="pg-main", entityType="service", observations=["PostgreSQL cluster", "alice"]),
+    Entity(name="schema notes", entityType="document", observations=["the database schema"]),
+    Entity(name="policy", entityType="document", observations=["holiday rules"]),
+    Entity(name="Bob", entityType="person", observations=["plays piano"]),
+]
+
+
+@needs_extra
+def test_search_fuses_words_and_meaning_and_says_what_found_each(sem_store: Store) -> None:
+    sem_store.create_entities(SEARCHED)
+    result = sem_store.search_nodes("database")
+    found = {hit.name: hit.foundBy for hit in result.entities}
+    # "schema notes" has the word; pg-main only the meaning (PostgreSQL); the rest neither
+    assert found == {"schema notes": ["lexical", "semantic"], "pg-main": ["semantic"]}
+    assert [hit.name for hit in result.entities] == ["schema notes", "pg-main"]
+    assert result.total == 2  # one full-text match, one found by meaning only
+    assert result.withEveryWord == 1  # the first one holds the word, as without the extra
+    # the query's filters hold for both arms
+    assert [h.name for h in sem_store.search_nodes("database type:service").entities] == ["pg-main"]
+    assert [h.name for h in sem_store.search_nodes("database -type:service").entities] == [
+        "schema notes"
+    ]
+    assert [h.name for h in sem_store.search_nodes("database -postgresql").entities] == [
+        "schema notes"
+    ]
+    # nothing close in meaning and no word matches: nothing, as without the extra
+    nothing = sem_store.search_nodes("xyzzy")
+    assert (nothing.entities, nothing.total) == ([], 0)
+    # an empty query still lists the latest changes, untouched by the arm
+    assert [h.foundBy for h in sem_store.search_nodes("").entities] == [None] * 4
+
+
+@needs_extra
+def test_an_entity_with_every_word_stays_first_however_close_others_are_in_meaning(
+    sem_store: Store,
+) -> None:
+    sem_store.create_entities(
+        [
+            Entity(name="pg", entityType="service", observations=["postgres sql"]),
+            Entity(name="notes", entityType="x", observations=["database song vim emacs editor"]),
+        ]
+    )
+    # pg is the closer in meaning (all database), notes holds every word
+    assert nearest(sem_store, "database song", 2) == ["pg", "notes"]
+    result = sem_store.search_nodes("database song")
+    assert [(h.name, h.foundBy) for h in result.entities] == [
+        ("notes", ["lexical", "semantic"]),
+        ("pg", ["semantic"]),
+    ]
+    assert result.withEveryWord == 1  # still true: the first one holds every word
+
+
+@needs_extra
+def test_an_entity_found_by_meaning_alone_gets_its_closest_observations_as_snippets(
+    sem_store: Store,
+) -> None:
+    sem_store.create_entities(SEARCHED)
+    hits = {h.name: h for h in sem_store.search_nodes("db", snippets=True).entities}
+    assert hits["pg-main"].foundBy == ["semantic"]
+    assert hits["pg-main"].snippets == ["PostgreSQL cluster", "alice"]
+    compact = {h.name: h for h in sem_store.search_nodes("leave", compact=True).entities}
+    assert compact["policy"].foundBy == ["semantic"]
+    assert compact["policy"].snippets == ["holiday rules"]
+    assert compact["policy"].observations is None
+
+
+@needs_extra
+def test_semantic_false_searches_by_words_alone(db_path: Path, tiny_model: Path) -> None:
+    store = Store(db_path, semantic=False)
+    try:
+        store.create_entities(SEARCHED)
+        result = store.search_nodes("database")
+        assert [(h.name, h.foundBy) for h in result.entities] == [("schema notes", None)]
+    finally:
+        store.close()
+
+
+@needs_extra
+def test_the_server_reports_what_found_each_hit(db_path: Path, tiny_model: Path) -> None:
+    """Through a real stdio server with the extra: foundBy is part of the tool's result."""
+    from mcp import StdioServerParameters
+
+    from mcp_session import session
+
+    with_store(db_path, lambda s: s.create_entities(SEARCHED))
+    command = memfts_command()
+    params = StdioServerParameters(
+        command=command[0],
+        args=command[1:],
+        env=server_env(db_path, MEMFTS_EMBEDDING_MODEL=str(tiny_model)),
+    )
+    with session(params) as server:
+        structured = server.ok("search_nodes", {"query": "database"}).structured_content
+    assert structured is not None
+    hits = {h["name"]: h.get("foundBy") for h in structured["entities"]}
+    assert hits == {"schema notes": ["lexical", "semantic"], "pg-main": ["semantic"]}

@@ -4,7 +4,8 @@
 the search found out on the way (how many matched, how many hold every word, corrections,
 suggestions). It loads no entity; the store does that. A step that fuses another ranking with
 this one (a vector arm) takes ``Ranking.ids`` (and ``Ranking.complete``, how many of them hold
-every word) and re-orders or extends them before the store loads them. :func:`snippets` gives
+every word) and re-orders or extends them before the store loads them, keeping only what
+:func:`kept` lets through of its own (the same type filters and exclusions). :func:`snippets` gives
 the matching fragments of ranked entities, in one statement.
 
 How a query is answered. Each clause of the query (a word, a phrase, ``a OR b``) becomes
@@ -410,6 +411,25 @@ def _filters(vocab: vocabulary.Lookup, query: search.Query, types: list[str]) ->
         {**params, **excluded.params},
         types,
     )
+
+
+def kept(
+    vocab: vocabulary.Lookup, query: search.Query, entity_type: str | None, ids: list[int]
+) -> list[int]:
+    """Those of ``ids`` the query's filters keep (its types and exclusions), in their order:
+    a ranking made elsewhere (the semantic arm) obeys the same filters as :func:`rank`."""
+    filters = _filters(vocab, query, filter_types(query, entity_type))
+    if not ids or (filters.cte is None and not filters.types):
+        return list(ids)
+    with_sql = f"WITH {filters.cte} " if filters.cte else ""
+    found = {
+        int(entity_id)
+        for (entity_id,) in vocab.db.execute(
+            f"{with_sql}SELECT value FROM json_each(:ids) WHERE {filters.condition('value')}",
+            {**filters.params, "ids": json.dumps(ids)},
+        )
+    }
+    return [i for i in ids if i in found]
 
 
 # ---- ranking ---------------------------------------------------------------------------------

@@ -37,7 +37,8 @@ import numpy.typing as npt
 from safetensors.numpy import load_file
 from tokenizers import Tokenizer
 
-from memfts.semantic_setup import DEFAULT_MODEL, INSTALL_HINT, SemanticSetupError
+from memfts import ranking, search, vocabulary
+from memfts.semantic_setup import DEFAULT_MODEL, INSTALL_HINT, FoundBy, SemanticSetupError
 
 Vectors: TypeAlias = npt.NDArray[np.float32]
 
@@ -49,6 +50,19 @@ WORDLLAMA_FILES = (
 
 CANDIDATES = 256
 """Entities the coarse pass (sign bits in memory) hands to the exact one (full stored vectors)."""
+
+FUSION_DEPTH = 30
+"""Entities each ranking (full text, meaning) contributes to the fusion, at least."""
+
+RRF_K = 10
+"""Reciprocal-rank fusion: an entity scores 1 / (RRF_K + rank) in each ranking that found it."""
+
+MIN_SIMILARITY = 0.3
+"""Cosine below which an entity is not offered on its meaning alone: with the built-in model
+a query about nothing in the memory scores about 0.15-0.35 against everything."""
+
+SNIPPET_CHARS = 160
+"""Longest observation shown whole as a snippet of an entity found by meaning alone."""
 
 BATCH = 500
 """Entities embedded per transaction by :meth:`Semantic.backfill`."""
@@ -205,11 +219,56 @@ def query_text(query: str) -> str:
     return " ".join(w for w in words if w.strip())
 
 
+def _cut(text: str) -> str:
+    if len(text) <= SNIPPET_CHARS:
+        return text
+    return text[: SNIPPET_CHARS - 1].rstrip() + "…"
+
+
 @dataclass(frozen=True)
 class Neighbour:
     entity_id: int
     score: float
     """Cosine similarity to the query, -1 to 1."""
+
+
+def fuse(
+    lexical: Sequence[int], complete: int, meaning: Sequence[Neighbour], limit: int
+) -> tuple[list[int], dict[int, list[FoundBy]]]:
+    """The full-text ranking and the nearest entities by meaning as one page, and what found
+    each entity.
+
+    Entities holding every word of the query (the first ``complete`` of ``lexical``) keep
+    their places at the top: when the words are there, the full-text order is the answer.
+    The rest of the page fuses the remaining full-text matches with the nearest entities by
+    reciprocal rank (:data:`RRF_K`, ties to the full-text match); an entity found by its
+    meaning alone must be at least :data:`MIN_SIMILARITY` close.
+    """
+    head = list(lexical[:complete])
+    in_head, by_words = set(head), set(lexical)
+    rest = [i for i in lexical if i not in in_head]
+    near = [
+        n.entity_id
+        for n in meaning
+        if n.entity_id not in in_head and (n.score >= MIN_SIMILARITY or n.entity_id in by_words)
+    ]
+    score: dict[int, float] = {}
+    for ranked in (rest, near):
+        for rank, entity_id in enumerate(ranked, start=1):
+            score[entity_id] = score.get(entity_id, 0.0) + 1.0 / (RRF_K + rank)
+    position = {entity_id: rank for rank, entity_id in enumerate(rest)}
+    tail = sorted(score, key=lambda i: (-score[i], position.get(i, len(rest))))
+    page = (head + tail)[:limit]
+    by_meaning = {n.entity_id for n in meaning}
+    found_by: dict[int, list[FoundBy]] = {}
+    for entity_id in page:
+        arms: list[FoundBy] = []
+        if entity_id in by_words:
+            arms.append("lexical")
+        if entity_id in by_meaning:
+            arms.append("semantic")
+        found_by[entity_id] = arms
+    return page, found_by
 
 
 class VectorIndex:
@@ -367,6 +426,49 @@ class Semantic:
         )
         self._changed_here = True
         return len(texts)
+
+    def hybrid(
+        self,
+        vocab: vocabulary.Lookup,
+        parsed: search.Query,
+        query: str,
+        limit: int,
+        entity_type: str | None,
+    ) -> tuple[ranking.Ranking, dict[int, list[FoundBy]]]:
+        """The full-text ranking of ``parsed`` fused with the entities nearest to ``query``
+        in meaning (:func:`fuse`), and what found each entity on the page.
+
+        The neighbours obey the query's type filters and exclusions (:func:`ranking.kept`);
+        ``total`` counts the full-text matches plus the entities on the page found by
+        meaning alone.
+        """
+        depth = max(limit, FUSION_DEPTH)
+        lexical = ranking.rank(vocab, parsed, depth, entity_type)
+        neighbours = {n.entity_id: n for n in self.nearest(vocab.db, query, CANDIDATES)}
+        kept = ranking.kept(vocab, parsed, entity_type, list(neighbours))
+        meaning = [neighbours[i] for i in kept[:depth]]
+        page, found_by = fuse(lexical.ids, lexical.complete, meaning, limit)
+        lexical.total += sum(1 for arms in found_by.values() if arms == ["semantic"])
+        lexical.ids = page
+        return lexical, found_by
+
+    def closest_observations(
+        self, db: apsw.Connection, query: str, ids: Sequence[int], most: int
+    ) -> dict[int, list[str]]:
+        """Snippets of entities found by meaning alone: their ``most`` observations closest
+        to the query in meaning, whole (cut at :data:`SNIPPET_CHARS`)."""
+        text = query_text(query)
+        if not text or not ids:
+            return {}
+        vector = self.model.embed([[text]])[0]
+        found: dict[int, list[str]] = {}
+        for entity_id, texts in entity_texts(db, ids).items():
+            observations = texts[2:]  # after the name and the type
+            if observations:
+                scores = self.model.embed([[o] for o in observations]) @ vector
+                best = np.argsort(-scores, kind="stable")[:most]
+                found[entity_id] = [_cut(observations[i]) for i in best]
+        return found
 
     def nearest(self, db: apsw.Connection, query: str, k: int) -> list[Neighbour]:
         """The ``k`` entities closest in meaning to the query, closest first (in a read)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from importlib.util import find_spec
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from memfts.errors import MemftsError
 
@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     import apsw
 
     from memfts.semantic import Semantic
+
+FoundBy = Literal["lexical", "semantic"]
+"""What found a search hit: its words (the full-text ranking) or its meaning (the vectors)."""
 
 SWITCH_ENV = "MEMFTS_SEMANTIC"
 MODEL_ENV = "MEMFTS_EMBEDDING_MODEL"

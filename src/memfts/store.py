@@ -63,7 +63,13 @@ from memfts.models import (
     StoreStats,
     Text,
 )
-from memfts.semantic_setup import INSTALL_HINT, SWITCH_ENV, SemanticSetupError, open_semantic
+from memfts.semantic_setup import (
+    INSTALL_HINT,
+    SWITCH_ENV,
+    FoundBy,
+    SemanticSetupError,
+    open_semantic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +195,7 @@ class Store:
         language: str | None = None,
         synonyms: str | None = None,
         read_only: bool | None = None,
+        semantic: bool | None = None,
     ) -> None:
         """Open (or create) the store at ``path``.
 
@@ -200,6 +207,8 @@ class Store:
         English; ``none`` for no word forms); every process sharing a file should use the same.
         ``synonyms`` names files of synonyms added to the shipped table (``MEMFTS_SYNONYMS``,
         separated by ``os.pathsep``).
+        ``semantic``: search by meaning too (needs the ``semantic`` extra); None: as the
+        environment says (on where the extra is installed, unless ``MEMFTS_SEMANTIC=off``).
         """
         self.path = Path(path)
         self.limits = limits or Limits()
@@ -226,7 +235,13 @@ class Store:
         self._db.on_connect(vocabulary.prepare)
         vocabulary.sync_stems(self._read, self._write, self._stems)
         try:
-            self._semantic = open_semantic(self._db.conn)
+            self._semantic = (
+                None
+                if semantic is False
+                else open_semantic(
+                    self._db.conn, {**os.environ, SWITCH_ENV: "on"} if semantic else None
+                )
+            )
         except BaseException:
             self._db.close()
             raise
@@ -677,7 +692,9 @@ class Store:
 
         Entities containing every word of the query (in any field, any order, as a whole
         word, another form of it, a word start, or inside a longer word) come first, best
-        bm25 first; the rest of the page is the best of those with some of the words. An empty
+        bm25 first; the rest of the page is the best of those with some of the words. With
+        semantic search on, that rest is fused with the entities nearest in meaning
+        (``semantic.py``), and each hit says what found it (``foundBy``). An empty
         query lists the most recently changed entities. ``snippets`` adds the matching
         fragments, the words that matched between ``marks``; ``compact`` returns names, types
         and snippets only; ``depth`` (0-2) adds the entities related to the hits, after them.
@@ -700,11 +717,17 @@ class Store:
             vocab = vocabulary.Lookup(
                 db, self._stems, late=lambda: deadline.passed, expansions=self._expansions
             )
+            found_by: dict[int, list[FoundBy]] = {}
             try:
-                found = ranking.rank(vocab, parsed, limit, entity_type)
+                if self._semantic is not None and parsed.required:
+                    found, found_by = self._semantic.hybrid(
+                        vocab, parsed, query, limit, entity_type
+                    )
+                else:
+                    found = ranking.rank(vocab, parsed, limit, entity_type)
             except apsw.InterruptError:
                 deadline.extend(seconds / 4)
-                found = ranking.rank_latest(vocab, parsed, limit, entity_type)
+                found, found_by = ranking.rank_latest(vocab, parsed, limit, entity_type), {}
                 notes.append(
                     f"The ranked search took longer than {seconds:g} s "
                     "(MEMFTS_SEARCH_TIMEOUT_S) and was cut short: these are the latest "
@@ -737,6 +760,13 @@ class Store:
                 if want_snippets and not snippets_cut:
                     try:
                         fragments.update(ranking.snippets(vocab, searched, chunk, marks))
+                        if self._semantic is not None:  # found by meaning alone: no words
+                            by_meaning = [i for i in chunk if found_by.get(i) == ["semantic"]]
+                            fragments.update(
+                                self._semantic.closest_observations(
+                                    db, query, by_meaning, ranking.SNIPPETS_PER_ENTITY
+                                )
+                            )
                     except apsw.InterruptError:
                         snippets_cut = True
                         notes.append(
@@ -756,6 +786,7 @@ class Store:
                     entityType=e.entityType,
                     observations=None if compact else e.observations,
                     snippets=fragments.get(entity_id, []) if (snippets or compact) else None,
+                    foundBy=found_by.get(entity_id),
                 )
                 for entity_id, e in zip(ids, entities, strict=True)
             ]
