@@ -647,6 +647,15 @@ def test_search_fuses_words_and_meaning_and_says_what_found_each(sem_store: Stor
 
 
 @needs_extra
+@pytest.mark.parametrize("query", ['"the database"', "datab*", "name:schema", '"database" schema'])
+def test_a_query_asking_for_exact_words_gets_only_those(sem_store: Store, query: str) -> None:
+    sem_store.create_entities(SEARCHED)
+    result = sem_store.search_nodes(query)
+    assert [(h.name, h.foundBy) for h in result.entities] == [("schema notes", ["lexical"])]
+    assert result.total == 1
+
+
+@needs_extra
 def test_an_entity_with_every_word_stays_first_however_close_others_are_in_meaning(
     sem_store: Store,
 ) -> None:

@@ -232,6 +232,17 @@ class Neighbour:
     """Cosine similarity to the query, -1 to 1."""
 
 
+def plain_words(query: search.Query) -> bool:
+    """Whether the semantic arm joins this query: only when its words are plain. A quoted
+    phrase, a ``prefix*`` or a ``name:`` word asks for those exact words."""
+    return bool(query.required) and not any(
+        term.exact or term.prefix or term.name_only
+        for clause in query.required
+        for term in clause.terms
+        if not term.synonym
+    )
+
+
 def fuse(
     lexical: Sequence[int], complete: int, meaning: Sequence[Neighbour], limit: int
 ) -> tuple[list[int], dict[int, list[FoundBy]]]:
@@ -436,12 +447,16 @@ class Semantic:
         entity_type: str | None,
     ) -> tuple[ranking.Ranking, dict[int, list[FoundBy]]]:
         """The full-text ranking of ``parsed`` fused with the entities nearest to ``query``
-        in meaning (:func:`fuse`), and what found each entity on the page.
+        in meaning (:func:`fuse`), and what found each entity on the page; the full-text
+        ranking alone for a query that asks for exact matches (:func:`plain_words`).
 
         The neighbours obey the query's type filters and exclusions (:func:`ranking.kept`);
         ``total`` counts the full-text matches plus the entities on the page found by
         meaning alone.
         """
+        if not plain_words(parsed):
+            found = ranking.rank(vocab, parsed, limit, entity_type)
+            return found, {entity_id: ["lexical"] for entity_id in found.ids}
         depth = max(limit, FUSION_DEPTH)
         lexical = ranking.rank(vocab, parsed, depth, entity_type)
         neighbours = {n.entity_id: n for n in self.nearest(vocab.db, query, CANDIDATES)}
