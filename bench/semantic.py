@@ -37,10 +37,14 @@ import apsw
 from corpus import SEED, QuerySet, ensure_jsonl, read_jsonl
 from measure import ensure_db, percentile, proc_status
 from memfts.models import Entity
-from memfts.store import Store
+from memfts.store import Limits, Store
 from protocol import RawPipeClient, memfts_command
 
 Search = Callable[[str], list[str]]
+
+UNHURRIED = Limits(search_timeout_s=60.0)
+"""Relevance is measured without the search time limit: on a busy machine a search cut short
+returns the latest matches, not the ranked ones."""
 
 
 def _names(store: Store, ids: Sequence[int]) -> list[str]:
@@ -56,13 +60,13 @@ def _names(store: Store, ids: Sequence[int]) -> list[str]:
 
 def lexical(db_path: Path, entities: Sequence[Entity]) -> Search:
     """``--system`` factory for bench/relevance.py: the full-text ranking alone."""
-    store = Store(db_path, semantic=False)
+    store = Store(db_path, UNHURRIED, semantic=False)
     return lambda query: [e.name for e in store.search_nodes(query, limit=10).entities]
 
 
 def hybrid(db_path: Path, entities: Sequence[Entity]) -> Search:
     """``--system`` factory for bench/relevance.py: full text and meaning fused."""
-    store = Store(db_path, semantic=True)
+    store = Store(db_path, UNHURRIED, semantic=True)
     store.embed_missing()
     return lambda query: [e.name for e in store.search_nodes(query, limit=10).entities]
 

@@ -27,6 +27,38 @@ def build_schema(path: Path) -> None:
     conn.close()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "full_text: asserts the full-text ranking's exact results, so it runs with "
+        "MEMFTS_SEMANTIC=off (in-process stores and spawned servers) where the semantic extra "
+        "is installed; the fusion itself is tested in test_semantic.py",
+    )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _full_text_module(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A module marked ``full_text`` is pinned before its shared servers start."""
+    with pytest.MonkeyPatch.context() as patch:
+        if request.node.get_closest_marker("full_text"):
+            patch.setenv("MEMFTS_SEMANTIC", "off")
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _full_text_test(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test marked ``full_text``: its stores and the servers it starts itself."""
+    if request.node.get_closest_marker("full_text"):
+        monkeypatch.setenv("MEMFTS_SEMANTIC", "off")
+
+
+def semantic_on() -> bool:
+    """Whether stores and servers started now search by meaning too (the semantic extra)."""
+    from memfts.semantic_setup import wanted
+
+    return wanted() is not None
+
+
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     path = tmp_path / "memory.db"
@@ -59,8 +91,10 @@ def memfts_command() -> list[str]:
 
 
 def server_env(db: Path, **extra: str) -> dict[str, str]:
-    """The environment a client such as Claude Desktop gives the server, plus the database."""
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
+    """The environment a client such as Claude Desktop gives the server, plus the database
+    (and ``MEMFTS_SEMANTIC``, which a ``full_text`` test pins)."""
+    keep = ("PATH", "HOME", "LANG", "TMPDIR", "MEMFTS_SEMANTIC")
+    env = {k: v for k, v in os.environ.items() if k in keep}
     env["MEMORY_DB_PATH"] = str(db)
     env.update(extra)
     return env

@@ -237,6 +237,7 @@ def test_search_shows_why_it_matched_and_what_it_corrected(imported: Path) -> No
     assert "2. " in out  # a neighbour of Alice, after her
 
 
+@pytest.mark.full_text
 def test_search_takes_words_with_a_leading_dash_and_quotes(imported: Path) -> None:
     """`-word` excludes it (not "No such option"), quotes reach the search as typed, and after
     `--` even an option's name is a query word; through the real command, as a shell runs it."""

@@ -75,7 +75,8 @@ async def _session(
                 "create_relations",
                 {"relations": [{"from": name, "to": "shared", "relationType": "feeds"}]},
             )
-            found = await call("search_nodes", {"query": f"marker{worker}", "limit": 100})
+            # quoted: exact words, so semantic search (where installed) adds nothing to total
+            found = await call("search_nodes", {"query": f'"marker{worker}"', "limit": 100})
             # a session reads its own writes: every entity it created so far is found
             if found is not None and found["total"] != k + 1:
                 failures.append(f"worker {worker} round {k}: search found {found['total']}")

@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import pytest
 
+from conftest import semantic_on
 from mcp_session import Session, emptied, error_text, only_text, params_for, session, text_json
 from memfts.models import ObservationAddition
 from memfts.store import Store
@@ -485,10 +486,14 @@ def test_search_nodes_structured_and_text(mcp: Session) -> None:
     build_small_graph(mcp)
     result = mcp.ok("search_nodes", {"query": "zurich"})
     structured = result.structured_content
-    # By default: the official graph shape plus `total`, and no null placeholders for
-    # optional extras (they would cost every caller tokens and confuse strict parsers).
+    # By default: the official graph shape plus `total` (and, where semantic search is on,
+    # what found each hit), and no null placeholders for optional extras (they would cost
+    # every caller tokens and confuse strict parsers).
+    alice = entity("Alice", "person", "plays the theremin", "lives in Zürich")
+    if semantic_on():
+        alice["foundBy"] = ["lexical", "semantic"]
     assert structured == {
-        "entities": [entity("Alice", "person", "plays the theremin", "lives in Zürich")],
+        "entities": [alice],
         "relations": [
             relation("Alice", "Bob", "knows"),
             relation("Alice", "Theremin", "plays"),

@@ -13,6 +13,8 @@ from memfts.errors import DatabaseOpenError
 from memfts.models import Entity, ObservationAddition
 from memfts.store import Store
 
+pytestmark = pytest.mark.full_text  # the full-text ranking's exact results (conftest)
+
 NOTES = [
     Entity(name="certbot", entityType="tool", observations=["Could not renew the certificate"]),
     Entity(name="ci-runner", entityType="service", observations=["The flaky test fails on main"]),

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import apsw
 import hypothesis.strategies as st
+import pytest
 import Stemmer
 from hypothesis import HealthCheck, event, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
@@ -23,6 +24,8 @@ from memfts.errors import EntityNotFoundError
 from memfts.models import Entity, ObservationAddition, ObservationDeletion, Relation
 from memfts.search import STOPWORDS
 from memfts.store import Store
+
+pytestmark = pytest.mark.full_text  # the full-text ranking's exact results (conftest)
 
 WORDS = [
     "typescript", "script", "javascript", "auth", "authentication", "oauth", "node", "js",

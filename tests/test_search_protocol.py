@@ -16,6 +16,8 @@ import pytest
 
 from mcp_session import Session, emptied, error_text, only_text, params_for, session
 
+pytestmark = pytest.mark.full_text  # the full-text ranking's exact results (conftest)
+
 # ---- helpers -------------------------------------------------------------------------------
 
 

@@ -12,6 +12,8 @@ from memfts import ranking
 from memfts.models import Entity
 from memfts.store import Store
 
+pytestmark = pytest.mark.full_text  # the full-text ranking's exact results (conftest)
+
 
 def E(name: str, etype: str, *observations: str) -> Entity:
     return Entity(name=name, entityType=etype, observations=list(observations))
