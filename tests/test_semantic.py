@@ -482,6 +482,28 @@ def test_the_embed_command_reports_what_it_did(db_path: Path, tiny_model: Path) 
 
 
 @needs_extra
+def test_a_read_from_an_older_snapshot_does_not_hide_newer_vectors(
+    sem_store: Store, db_path: Path
+) -> None:
+    """Threads read from snapshots of different ages: an entity whose vector the index holds
+    but an older snapshot lacks is skipped there, not forgotten by the process."""
+    assert sem_store._semantic is not None
+    sem_store.create_entities(GRAPH)
+    older = apsw.Connection(str(db_path))
+    try:
+        older.execute("BEGIN")
+        assert older.execute("SELECT count(*) FROM entity_vectors").get == 3  # snapshot starts
+        sem_store.create_entities([Entity(name="Bob", entityType="person", observations=["piano"])])
+        assert nearest(sem_store, "piano", 1) == ["Bob"]  # the index has read Bob's vector
+        found = [n.entity_id for n in sem_store._semantic.nearest(older, "piano", 5)]
+        assert len(found) == 3  # Bob is not in that snapshot
+        older.execute("COMMIT")
+    finally:
+        older.close()
+    assert nearest(sem_store, "piano", 1) == ["Bob"]
+
+
+@needs_extra
 def test_each_process_sees_the_vectors_other_processes_write(
     sem_store: Store, db_path: Path, tiny_model: Path
 ) -> None:
