@@ -67,6 +67,10 @@ SNIPPET_CHARS = 160
 BATCH = 500
 """Entities embedded per transaction by :meth:`Semantic.backfill`."""
 
+REFRESH_BATCH = 4096
+"""Stored vectors read at a time into the index (1 MB of rows at 256 dimensions): the whole
+file at once would leave its size in the process's memory after the first search."""
+
 
 # ---- the model -------------------------------------------------------------------------------
 
@@ -308,19 +312,22 @@ class VectorIndex:
         if seen is not None and seen[0] is db and seen[1] == version and not changed_here:
             return
         self._data_versions[id(db)] = (db, version)
-        rows: list[tuple[int, int, bytes]] = db.execute(  # type: ignore[assignment]
-            "SELECT seq, entity_id, vector FROM entity_vectors "
-            "WHERE seq > ? AND model_id = ? ORDER BY seq",
-            (self.last_seq, model_id),
-        ).fetchall()
-        if not rows:
-            return
-        self.last_seq = int(rows[-1][0])
-        latest = {int(entity_id): blob for _, entity_id, blob in rows}
-        ids = np.fromiter(latest, dtype=np.int64, count=len(latest))
-        codes = self.sign_bits(list(latest.values()))
-        order = np.argsort(ids)
-        self._merge(ids[order], codes[:, order])
+        while True:  # in batches: the first refresh of a large file reads every vector
+            rows: list[tuple[int, int, bytes]] = db.execute(  # type: ignore[assignment]
+                "SELECT seq, entity_id, vector FROM entity_vectors "
+                "WHERE seq > ? AND model_id = ? ORDER BY seq LIMIT ?",
+                (self.last_seq, model_id, REFRESH_BATCH),
+            ).fetchall()
+            if not rows:
+                return
+            self.last_seq = int(rows[-1][0])
+            latest = {int(entity_id): blob for _, entity_id, blob in rows}
+            ids = np.fromiter(latest, dtype=np.int64, count=len(latest))
+            codes = self.sign_bits(list(latest.values()))
+            order = np.argsort(ids)
+            self._merge(ids[order], codes[:, order])
+            if len(rows) < REFRESH_BATCH:
+                return
 
     def sign_bits(self, blobs: Sequence[bytes]) -> npt.NDArray[np.uint64]:
         """``(words, n)``: the sign bits of each vector, 64 to a word."""
