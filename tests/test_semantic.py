@@ -738,6 +738,17 @@ def test_the_server_reports_what_found_each_hit(db_path: Path, tiny_model: Path)
     )
     with session(params) as server:
         structured = server.ok("search_nodes", {"query": "database"}).structured_content
+        tools = {t.name: t for t in server.run(server.client.list_tools).tools}
     assert structured is not None
     hits = {h["name"]: h.get("foundBy") for h in structured["entities"]}
     assert hits == {"schema notes": ["lexical", "semantic"], "pg-main": ["semantic"]}
+    # the tool says so, so that a model knows what foundBy means
+    assert "Search by meaning is on" in (tools["search_nodes"].description or "")
+    params.env = {**(params.env or {}), "MEMFTS_SEMANTIC": "off"}
+    with session(params) as server:
+        structured = server.ok("search_nodes", {"query": "database"}).structured_content
+        tools = {t.name: t for t in server.run(server.client.list_tools).tools}
+    assert structured is not None
+    assert [h["name"] for h in structured["entities"]] == ["schema notes"]
+    assert "foundBy" not in structured["entities"][0]
+    assert "meaning" not in (tools["search_nodes"].description or "")

@@ -73,6 +73,11 @@ prefix*, name:word (names only), type:person (entity type filter; -type:person l
 `depth` 1-2 also returns entities related to the hits, after them. An empty query lists the \
 most recently changed entities."""
 
+SEARCH_BY_MEANING = """
+Search by meaning is on: after the entities holding every word, entities close in meaning \
+fill the page too ("time off" finds "vacation"), and `foundBy` says what found each hit \
+(lexical: its words, semantic: its meaning). Quoted phrases, prefix* and name: stay exact."""
+
 T = TypeVar("T")
 
 PageLimit = Annotated[
@@ -412,7 +417,11 @@ def build_server(store: Store) -> MemoryServer:
     # a store configured for fewer results than the usual 20 answers calls that give no limit
     default_limit = min(20, store.limits.max_search_limit)
 
-    @mcp.tool(title="Search Nodes", description=SEARCH_DESCRIPTION, annotations=READ)
+    search_description = SEARCH_DESCRIPTION
+    if store.searches_by_meaning:  # the semantic extra: installed and on
+        search_description += SEARCH_BY_MEANING
+
+    @mcp.tool(title="Search Nodes", description=search_description, annotations=READ)
     async def search_nodes(
         query: Annotated[
             str,

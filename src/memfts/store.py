@@ -999,6 +999,11 @@ class Store:
             entities = int(db.execute("SELECT count(*) FROM entities").get)
         return EmbedCounts(model=self._semantic.model.name, embedded=embedded, entities=entities)
 
+    @property
+    def searches_by_meaning(self) -> bool:
+        """Whether search fuses the nearest entities by meaning (the semantic extra, on)."""
+        return self._semantic is not None
+
     def vectors_missing(self) -> int:
         """Entities without a vector of this process's model (all of them without the extra)."""
         with self._read() as db:
