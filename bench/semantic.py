@@ -40,6 +40,7 @@ from measure import ensure_db, percentile, proc_status
 from memfts.models import Entity
 from memfts.store import Limits, Store
 from protocol import RawPipeClient, memfts_command
+from revision import use_revision
 
 Search = Callable[[str], list[str]]
 
@@ -220,7 +221,9 @@ def main() -> None:
     parser.add_argument("--entities", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--relevance", action="store_true", help="the relevance tables instead")
+    parser.add_argument("--rev", help="measure this commit's src/ (default: the working tree)")
     args = parser.parse_args()
+    print(f"code: {use_revision(args.rev)}")
     from memfts.semantic_setup import installed
 
     if not installed():
