@@ -498,6 +498,15 @@ class Semantic:
                 found[entity_id] = [_cut(observations[i]) for i in best]
         return found
 
+    def catch_up(self, db: apsw.Connection) -> None:
+        """Read into the index the vectors written since the last search, by any process
+        (every one of them at the first search: about 0.4 s at 100,000 entities)."""
+        model_id = self.model_id(db, create=False)
+        if model_id is not None:
+            with self._index_lock:
+                self.index.refresh(db, model_id, changed_here=self._changed_here)
+                self._changed_here = False
+
     def nearest(self, db: apsw.Connection, query: str, k: int) -> list[Neighbour]:
         """The ``k`` entities closest in meaning to the query, closest first (in a read)."""
         model_id = self.model_id(db, create=False)

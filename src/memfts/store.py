@@ -718,6 +718,10 @@ class Store:
                 db, self._stems, late=lambda: deadline.passed, expansions=self._expansions
             )
             found_by: dict[int, list[FoundBy]] = {}
+            if self._semantic is not None and parsed.required:
+                with deadline.paused():
+                    self._semantic.catch_up(db)
+                deadline.extend(seconds)  # reading other writers' vectors is not this query's
             try:
                 if self._semantic is not None and parsed.required:
                     found, found_by = self._semantic.hybrid(
