@@ -302,6 +302,27 @@ def test_lone_surrogate_over_the_wire_is_answered_and_refused(
     assert server.graph() == before
 
 
+@pytest.mark.parametrize(
+    "bad", [b"\xff", b"\xc3", b"\xed\xa0\x80", b"caf\xe9"], ids=["ff", "cut", "cesu", "latin1"]
+)
+def test_a_line_that_is_not_utf8_is_refused_not_stored_as_replacement_characters(
+    server: RawServer, bad: bytes
+) -> None:
+    """Invalid UTF-8 was stored as U+FFFD without a word, while a lone surrogate escape was
+    refused: both are refused now, with the request's id and where the bad bytes are."""
+    before = server.graph()
+    _raw_call(
+        server,
+        90_020,
+        "create_entities",
+        b'{"entities":[{"name":"x' + bad + b'","entityType":"t"}]}',
+    )
+    answer = server.wait(90_020, timeout=5)
+    assert answer["error"]["code"] == -32700
+    assert "not UTF-8 text" in answer["error"]["message"]
+    assert server.graph() == before  # and the session goes on
+
+
 def test_escaped_nul_over_the_wire_is_refused(server: RawServer) -> None:
     before = server.graph()
     _raw_call(

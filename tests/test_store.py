@@ -696,3 +696,20 @@ def test_an_import_that_adds_to_an_existing_entity_makes_it_recent(store: Store)
     assert [e.name for e in store.search_nodes("").entities] == ["Old", "Newer"]
     store.import_batch([Entity(name="Newer", entityType="t")], [])  # nothing added: unchanged
     assert [e.name for e in store.search_nodes("").entities] == ["Old", "Newer"]
+
+
+def test_delete_observations_is_capped_like_every_other_call(tmp_path: Path) -> None:
+    """It had no per-call cap: the groups were counted, not the observations in them."""
+    store = Store(tmp_path / "m.db", Limits(max_items_per_call=10, max_call_chars=1_000))
+    try:
+        store.create_entities([Entity(name="a", entityType="t", observations=["x", "y"])])
+        many = [ObservationDeletion(entityName="a", observations=[f"o{i}" for i in range(11)])]
+        with pytest.raises(InputTooLargeError, match="11 observations to delete in one call"):
+            store.delete_observations(many)
+        long = [ObservationDeletion(entityName="a", observations=["z" * 1_001])]
+        with pytest.raises(InputTooLargeError, match="MEMFTS_MAX_CALL_CHARS"):
+            store.delete_observations(long)
+        assert store.delete_observations([ObservationDeletion(entityName="a", observations=["x"])])
+        assert store.open_nodes(["a"]).entities[0].observations == ["y"]
+    finally:
+        store.close()

@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -675,7 +676,13 @@ def export(db: str | None, path: Path | None, force: bool) -> None:
         if path is None or str(path) == "-":
             out: IO[bytes] = sys.stdout.buffer
             try:
-                write_jsonl(store, out)
+                # Into a spool file first: the read snapshot lasts as long as writing the lines
+                # takes, not as long as a slow reader of the pipe (a snapshot held open pins
+                # the WAL: every write of other processes meanwhile piles up in it).
+                with tempfile.TemporaryFile() as spool:
+                    write_jsonl(store, spool)
+                    spool.seek(0)
+                    shutil.copyfileobj(spool, out, 1 << 20)
                 out.flush()
             except BrokenPipeError:  # `memfts export | head`: the reader left, not an error
                 devnull = os.open(os.devnull, os.O_WRONLY)

@@ -67,6 +67,25 @@ def _parse_error(line: str, exc: Exception) -> JSONRPCError:
     )
 
 
+def _not_utf8(raw: bytes, exc: UnicodeDecodeError) -> JSONRPCError:
+    """The answer to a line that is not UTF-8 text, with its id when it can be read."""
+    request_id: str | int | None = None
+    found = _REQUEST_ID.search(raw[:4096])
+    if found:
+        with contextlib.suppress(ValueError, RecursionError, UnicodeDecodeError):
+            request_id = json.loads(found.group(1))
+    bad = raw[exc.start : exc.start + 4].hex(" ")
+    return JSONRPCError(
+        jsonrpc="2.0",
+        id=request_id,
+        error=ErrorData(
+            code=PARSE_ERROR,
+            message=f"Parse error: the message is not UTF-8 text (bytes {bad} at offset "
+            f"{exc.start}); JSON-RPC messages must be UTF-8. Nothing was done",
+        ),
+    )
+
+
 def _has_id(line: str) -> bool:
     if '"id"' not in line:
         return False
@@ -186,7 +205,13 @@ async def _read_wire(
     """Parse each line as the SDK does; answer those it cannot parse here, with their id."""
     async with to_server, answers:
         async for raw in _wire_lines(fd):
-            line = raw.decode("utf-8", errors="replace")
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                # JSON text is UTF-8 (RFC 8259): refused like a lone surrogate, never stored
+                # with U+FFFD in place of what the client meant
+                await answers.send(SessionMessage(_not_utf8(raw, exc)))
+                continue
             if not line.strip():
                 continue
             try:

@@ -400,6 +400,9 @@ class Store:
     ) -> tuple[int, list[str]]:
         """Delete the given observations. Returns ``(deleted_count, missing_entities)``."""
         self._check_batch("deletion groups", deletions)
+        # the observations of all the groups together, as any other call's items and text
+        self._check_batch("observations to delete", [o for d in deletions for o in d.observations])
+        self._check_call_chars(text for d in deletions for text in (d.entityName, *d.observations))
         count = 0
         missing: list[str] = []
         changed: list[int] = []
