@@ -32,12 +32,16 @@ README = ROOT / "README.md"
 OFFICIAL = ROOT / "tests" / "data" / "official-memory.jsonl"
 
 SUITE = "the test command: the suite this test is part of (CI runs it)"
+LITESTREAM = "a replica under /mnt, kept running: tests/test_backup.py runs Litestream for real"
 NOT_RUN = {
     "python3 -m venv .venv && .venv/bin/pip install -q -e '.[dev]' && .venv/bin/python -m pytest": SUITE,  # noqa: E501
     ".venv/bin/python -m pytest": SUITE,
     "python3 -m venv .venv-semantic && .venv-semantic/bin/pip install -q -e '.[dev,semantic]' "
     "&& .venv-semantic/bin/python -m pytest": "the suite again, with the semantic extra",
     "apt-get install chromium": "installs a system package (.ci/run does)",
+    "litestream replicate ~/.local/share/memfts/memory.db file:///mnt/replica/memory": LITESTREAM,
+    "litestream restore -o /tmp/memory-restored.db file:///mnt/replica/memory": LITESTREAM,
+    "memfts restore /tmp/memory-restored.db": LITESTREAM,
     "npm install --prefix tests/node": "installs what the tests drive (.ci/run does)",
     ".venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy": (
         "a developer's check: needs the dev install of the test command"
@@ -242,6 +246,10 @@ def test_the_readme_works_verbatim_for_a_new_user(user: User) -> None:
             user.ok("claude mcp add --scope user memory -- memfts")
             assert claude_list(user) == "memory: memfts  - ✔ Connected"
         else:
+            if command.startswith("memfts restore ~/backups/memory-2026-11-28.db"):
+                # the README's example of a backup made on an earlier day, as cron would have
+                backups = sorted((user.home / "backups").glob("memory-*.db"))
+                shutil.copy(backups[-1], user.home / "backups" / "memory-2026-11-28.db")
             if command.startswith("memfts --db memory.db export"):
                 # the troubleshooting section speaks of the user's own memory.db, here
                 shutil.copy(user.home / ".local/share/memfts/memory.db", user.work / "memory.db")
@@ -253,6 +261,7 @@ def test_the_readme_works_verbatim_for_a_new_user(user: User) -> None:
         ran.append(command)
         user.ok(command)
 
+    assert user.ok("litestream version").strip()  # installed on the PATH by pipx
     # memfts does not run from the checkout
     shutil.rmtree(user.clone)
     assert user.ok("memfts --version").startswith("memfts, version ")
