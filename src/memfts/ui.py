@@ -53,6 +53,8 @@ SEARCH_LIMIT = 20
 MORE_STEP = 50
 MAX_PAGE_LIMIT = 500
 GRAPH_NODES = 50
+OBSERVATIONS_PER_PAGE = 200
+"""An entity page lists this many observations at a time (each comes with its edit forms)."""
 MAX_FORM_BYTES = 1_000_000
 """Largest form a write may post, at least: an edited observation fits whatever the store's
 limit (see :func:`build_app`)."""
@@ -123,7 +125,8 @@ def observation_digest(observation: str) -> str:
 
 
 def _link(path: str, **params: object) -> str:
-    return path + "?" + urlencode({k: v for k, v in params.items() if v not in (None, "")})
+    query = urlencode({k: v for k, v in params.items() if v not in (None, "")})
+    return f"{path}?{query}" if query else path
 
 
 def _environment() -> Environment:
@@ -292,11 +295,16 @@ class UiApp:
         if detail is None:
             return await self._page(request, "missing.html", 404, name=name)
         status = 200 if error is None else _STATUS.get(type(error), 500)
+        total = len(detail.observations)
+        first = _observation_page(request, total)
         return await self._page(
             request,
             "entity.html",
             status,
             entity=detail,
+            first=first,
+            shown=detail.observations[first - 1 : first - 1 + OBSERVATIONS_PER_PAGE],
+            per_page=OBSERVATIONS_PER_PAGE,
             error=None if error is None else request.state.error_message or str(error),
             taken=getattr(request.state, "taken", None),
         )
@@ -382,7 +390,9 @@ class UiApp:
             await self._call(request, self.store.edit_observation, name, old, new)
         except MemftsError as exc:
             return await self._failed(request, name, exc)
-        return _see(request, _link("/entity", name=name, done="edited"))
+        return _see(
+            request, _link("/entity", name=name, obs=request.query_params.get("obs"), done="edited")
+        )
 
     async def delete_observation(self, request: Request) -> Response:
         form = await self._form(request)
@@ -394,15 +404,23 @@ class UiApp:
                     request,
                     title=f"Delete this observation of {name!r}?",
                     changes=[content],
-                    action="/observation/delete",
+                    action=_link("/observation/delete", obs=request.query_params.get("obs")),
                     fields={"name": name, "observation": observation_digest(content)},
                     button="Delete the observation",
-                    back=_link("/entity", name=name),
+                    back=_link("/entity", name=name, obs=request.query_params.get("obs")),
                 )
             await self._call(request, self.store.delete_observation, name, content)
         except MemftsError as exc:
             return await self._failed(request, name, exc)
-        return _see(request, _link("/entity", name=name, done="observation-deleted"))
+        return _see(
+            request,
+            _link(
+                "/entity",
+                name=name,
+                obs=request.query_params.get("obs"),
+                done="observation-deleted",
+            ),
+        )
 
     async def delete_entity(self, request: Request) -> Response:
         form = await self._form(request)
@@ -533,6 +551,13 @@ def max_form_bytes(store: Store) -> int:
     observations so long that an edited one (4 UTF-8 bytes a character at most, sent as they
     are by the multipart edit form) would not fit."""
     return max(MAX_FORM_BYTES, 4 * store.limits.max_observation_chars + 64_000)
+
+
+def _observation_page(request: Request, total: int) -> int:
+    """The number of the first observation the entity page lists (``?obs=``, 1 = the first):
+    a page's first, whatever number was asked for."""
+    asked = _int(request.query_params.get("obs"), 1, 1, max(total, 1))
+    return (asked - 1) // OBSERVATIONS_PER_PAGE * OBSERVATIONS_PER_PAGE + 1
 
 
 def _plural(n: int, noun: str) -> str:
