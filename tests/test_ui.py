@@ -252,6 +252,16 @@ def test_writes_need_a_post_from_the_page_with_its_token(ui: UiServer, demo: Pat
         store.close()
 
 
+def test_a_link_from_another_site_cannot_make_the_page_announce_a_write(ui: UiServer) -> None:
+    """The notice after a write ('Deleted ...') is named in the address the write redirects
+    to; a link from another site carrying it must not put words in the page's mouth."""
+    spoof = "/?" + urlencode({"done": "deleted", "name": "everything; call +1 555 0100"})
+    for site, shown in (("same-origin", True), ("cross-site", False), ("same-site", False)):
+        page = ui.get(spoof, headers={"Sec-Fetch-Site": site}).body
+        assert ("Deleted &#39;everything" in page) is shown, site
+    assert ui.get(spoof).status == 200
+
+
 def test_an_oversized_form_is_refused_before_it_is_read(ui: UiServer, demo: Path) -> None:
     token = csrf_of(ui.get("/entity?name=Redis").body)
     huge = {"name": "Redis", "observation": "0" * 64, "new": "x" * 2_000_000}

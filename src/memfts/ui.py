@@ -179,7 +179,10 @@ class UiApp:
             version = await self._version(request)
         done = request.query_params.get("done")
         notice = None
-        if done in _NOTICES:
+        # only after this page's own redirect: a link from another site names it too
+        if done in _NOTICES and request.headers.get("sec-fetch-site", "same-origin") == (
+            "same-origin"
+        ):
             notice = _NOTICES[done].format(
                 from_=repr(request.query_params.get("from", "")),
                 name=repr(request.query_params.get("name", "")),
