@@ -966,8 +966,7 @@ def merge(db: str | None, source: str, target: str, yes: bool) -> None:
     """
     with _open_store(db) as store:
         preview = store.merge_entities(source, target, dry_run=True)
-        _out(f"merge {source!r} into {target!r}: {preview.summary()}")
-        _confirm("merge?", yes)
+        _confirm(f"merge {source!r} into {target!r}: {preview.summary()}?", yes)
         report = store.merge_entities(source, target)
     _out(f"merged: {report.summary()}")
 
