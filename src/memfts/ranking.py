@@ -241,8 +241,13 @@ class Planned:
     index: int
     clause: search.Clause
     arms: list[Arm]
-    size: int = 0
-    """Rows matching its word and form arms, counted no further than past the common bound."""
+    rows: dict[str, int] = field(default_factory=dict)
+    """Per table, rows matching its word and form arms, counted no further than past the
+    common bound (0: none there, so its lookups in that table are left out)."""
+
+    @property
+    def size(self) -> int:
+        return sum(self.rows.values())
 
     @property
     def common(self) -> bool:
@@ -252,6 +257,10 @@ class Planned:
         """One expression for the clause's words and forms in ``table``, if it has any there."""
         parts = [f"({a.match})" for a in self.arms if a.table == table and a.kind != "partial"]
         return " OR ".join(parts) or None
+
+    def found_match(self, table: str) -> str | None:
+        """:meth:`words_match`, if its words were found in ``table`` (once counted)."""
+        return self.words_match(table) if self.rows.get(table) else None
 
     @property
     def unknown_words(self) -> list[str]:
@@ -300,23 +309,24 @@ def _plan(vocab: vocabulary.Lookup, query: search.Query) -> list[Planned]:
     vocab.expand(_single_words(query.required + query.excluded))
     planned = [Planned(i, c, _arms(vocab, c)) for i, c in enumerate(query.required)]
     counts: list[str] = []
+    counted: list[tuple[Planned, str]] = []
     params: dict[str, object] = {"bound": COMMON_CLAUSE_ROWS + 1}
     for p in planned:
-        parts = []
         for table in TABLES:
             match = p.words_match(table)
             if match:
                 params[f"c{p.index}_{table}"] = match
-                parts.append(
+                counted.append((p, table))
+                counts.append(
                     f"(SELECT count(*) FROM (SELECT 1 FROM {table} "
                     f"WHERE {table} MATCH :c{p.index}_{table} LIMIT :bound))"
                 )
-        counts.append(" + ".join(parts) or "0")
-    sizes: tuple[int, ...] = vocab.db.execute(  # type: ignore[assignment]
-        f"SELECT {', '.join(counts)}", params
-    ).fetchall()[0]
-    for p, size in zip(planned, sizes, strict=True):
-        p.size = int(size)
+    if counts:
+        sizes: tuple[int, ...] = vocab.db.execute(  # type: ignore[assignment]
+            f"SELECT {', '.join(counts)}", params
+        ).fetchall()[0]
+        for (p, table), size in zip(counted, sizes, strict=True):
+            p.rows[table] = int(size)
     return planned
 
 
@@ -526,12 +536,16 @@ def _ranked(vocab: vocabulary.Lookup, query: search.Query, limit: int, types: li
         return found
     hits: list[Sql] = []
     for p in rare:
-        hits += [arm.hits_sql(f"a{p.index}_{n}", p.index) for n, arm in enumerate(p.arms)]
+        hits += [
+            arm.hits_sql(f"a{p.index}_{n}", p.index)
+            for n, arm in enumerate(p.arms)
+            if arm.kind == "partial" or p.rows.get(arm.table)  # else it finds nothing there
+        ]
     # a common clause counts where it meets a rare one, in the same row
     for table in TABLES:
-        rare_any = " OR ".join(f"({m})" for p in rare if (m := p.words_match(table)))
+        rare_any = " OR ".join(f"({m})" for p in rare if (m := p.found_match(table)))
         for p in planned:
-            common = p.words_match(table) if p.common else None
+            common = p.found_match(table) if p.common else None
             if rare_any and common:
                 key = f"common{p.index}_{table}"
                 hits.append(
@@ -541,10 +555,12 @@ def _ranked(vocab: vocabulary.Lookup, query: search.Query, limit: int, types: li
                         {key: f"({rare_any}) AND ({common})"},
                     )
                 )
-    name_start = _name_start_sql(query, len(planned))
+    name_start = _name_start_sql(query, planned)
     if name_start:
         hits.append(name_start)
     hits += _together_sql(query, rare, len(planned))
+    if not hits:  # none of the words is anywhere
+        return Ranking([], 0, suggestions=suggestions)
     union = _joined(hits, "\nUNION ALL ")
     filters = _filters(vocab, query, types)
     rows: list[tuple[int, int, int]] = vocab.db.execute(  # type: ignore[assignment]
@@ -573,13 +589,20 @@ def _together_sql(query: search.Query, rare: list[Planned], bonus_clause: int) -
     for words in query.joined:  # the last word as a word start, as typed in an identifier
         phrases.append((search.quote(" ".join(words)) + "*", JOINED_FACTOR, len(words)))
     plain = [p for p in rare if _plain(p.clause)]
+    absent: dict[str, set[str]] = {table: set() for table in TABLES}
     for one, two in itertools.pairwise(plain):
         if two.index == one.index + 1 and ADJACENT_FACTOR:
             words = (one.clause.terms[0].words[0], two.clause.terms[0].words[0])
-            phrases.append((search.quote(" ".join(words)), ADJACENT_FACTOR, 0))
+            phrase = search.quote(" ".join(words))
+            phrases.append((phrase, ADJACENT_FACTOR, 0))
+            for table in TABLES:  # both words are needed side by side
+                if not (one.rows.get(table) and two.rows.get(table)):
+                    absent[table].add(phrase)
     selects = []
     for n, (phrase, factor, whole) in enumerate(dict.fromkeys(phrases)):
         for table in TABLES:
+            if phrase in absent[table]:
+                continue
             key = f"together{n}_{table}"
             params: dict[str, object] = {key: phrase, f"{key}_factor": factor}
             if table == "entities_fts":
@@ -604,17 +627,17 @@ def _plain(clause: search.Clause) -> bool:
     )
 
 
-def _name_start_sql(query: search.Query, bonus_clause: int) -> Sql | None:
+def _name_start_sql(query: search.Query, planned: list[Planned]) -> Sql | None:
     """The bonus rows of entities whose name starts with the query's words, in order: the
     entity named ``Zanzibarian`` before those mentioning it, ``billing-service`` first for
     "billing service", without weighing every word of every name higher."""
     words = [w for c in query.required for w in c.terms[0].words]
-    if not words:
-        return None
+    if not words or any(not p.rows.get("entities_fts") for p in planned[:-1]):
+        return None  # a word before the last is in no name or type
     # the last word may be a word start, as a query word of 3+ letters is (konbini-adap)
     prefix = "*" if len(words[-1]) >= vocabulary.MIN_INFIX_LENGTH else ""
     return Sql(
-        f"SELECT rowid, {bonus_clause}, :name_start_score, 0 FROM entities_fts "
+        f"SELECT rowid, {len(planned)}, :name_start_score, 0 FROM entities_fts "
         "WHERE entities_fts MATCH :name_start",
         {
             "name_start": f"name : ^{search.quote(' '.join(words))}{prefix}",
@@ -649,8 +672,8 @@ def _latest(
     filters = _filters(vocab, query, types)
     hits: list[Sql] = []
     for table in TABLES:
-        every = [p.words_match(table) for p in planned]
-        lookups = [(rarest.words_match(table), int(len(planned) == 1))]
+        every = [p.found_match(table) for p in planned]
+        lookups = [(rarest.found_match(table), int(len(planned) == 1))]
         if len(planned) > 1 and all(every):
             lookups.insert(0, (" AND ".join(f"({m})" for m in every), 1))
         for n, (match, complete) in enumerate(lookups):
