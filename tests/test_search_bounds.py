@@ -134,3 +134,17 @@ def test_over_mcp_a_search_past_its_time_limit_is_no_tool_error(hurried: Session
     structured = result.structured_content
     assert structured is not None
     assert "was cut short" in structured["note"]
+
+
+def test_a_search_past_its_time_limit_finding_none_of_its_words_is_an_empty_result(
+    big: Path,
+) -> None:
+    """Cut short, a search falls back on the latest rows of its rarest word: when no word is
+    anywhere (typos, hashes) that is an empty result, not a statement with nothing to ask."""
+    store = Store(big, Limits(search_timeout_s=1e-9))
+    try:
+        result = store.search_nodes("qqzzxx yyqqzz")
+    finally:
+        store.close()
+    assert result.entities == [] and result.total == 0
+    assert result.note is not None and "MEMFTS_SEARCH_TIMEOUT_S" in result.note

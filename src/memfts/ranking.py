@@ -690,6 +690,8 @@ def _latest(
                     {key: match},
                 )
             )
+    if not hits:  # none of the words is anywhere
+        return Ranking([], 0, lower_bound=True)
     union = _joined(hits, "\nUNION ALL ")
     rows: list[tuple[int, int]] = vocab.db.execute(  # type: ignore[assignment]
         _LATEST_SQL.format(with_sql=filters.with_sql(), hits=union.sql),
