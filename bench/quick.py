@@ -7,6 +7,7 @@
     python bench/quick.py --entities 100000 --statements   # SQL statements per search, by kind
     python bench/quick.py --entities 100000 --only common --profile
     python bench/quick.py --entities 100000 --adversarial  # the inputs of test_search_bounds
+    python bench/quick.py --adversarial --mcp              # the same through a real server
 
 For iterating on the search (``search.py``, ``vocabulary.py``, ``ranking.py``). In-process it
 calls ``Store.search_nodes`` (the search itself); with ``--mcp`` it times ``tools/call``
@@ -45,6 +46,7 @@ import apsw
 
 from corpus import DATA_DIR, SEED, QuerySet, ensure_jsonl, read_jsonl
 from measure import LoadReport, Summary, db_path, ensure_db, load_store, schema_tag, time_calls
+from memfts import results
 from memfts.search import STOPWORDS
 from memfts.store import Store
 from protocol import RawPipeClient, memfts_command
@@ -97,7 +99,7 @@ def main() -> None:
     elif args.only:
         classes = {args.only: classes[args.only]}
     if args.adversarial:
-        time_adversarial(path, classes, args.rounds)
+        time_adversarial(path, classes, args.rounds, args.mcp)
     elif args.statements:
         count_statements(path, classes, args.limit)
     elif args.mcp:
@@ -298,31 +300,56 @@ def _hostile_queries() -> list[str]:
     return list(HOSTILE)
 
 
-def time_adversarial(path: Path, classes: dict[str, list[str]], rounds: int) -> None:
+def time_adversarial(path: Path, classes: dict[str, list[str]], rounds: int, mcp: bool) -> None:
+    """Each adversarial search, the slowest of ``rounds`` runs: as an MCP client gets it (a
+    page cut to the result budget, as the server makes it: in-process, or with ``mcp``
+    through a real server) and as ``Store.search_nodes`` returns it whole (the Python API)."""
+    searches = adversarial(classes)
+    ways: dict[str, Callable[[str, dict[str, Any]], Any]] = {}
     store = Store(path)
-    print(f"adversarial searches, in-process, the slowest of {rounds} runs of each")
-    slowest: list[float] = []
+    client: RawPipeClient | None = None
+    if mcp:
+        command, env = memfts_command(path)
+        client = RawPipeClient(command, env)
+        ways["MCP tools/call"] = lambda q, o: client.call_tool(  # type: ignore[union-attr]
+            "search_nodes", {"query": q, **o}
+        )[0]["structuredContent"]
+    else:
+        budget = store.limits.max_result_chars
+
+        def paged(query: str, options: dict[str, Any]) -> Any:
+            with store.walk_search(query, **options) as walk:
+                return results.dump(results.search_page(walk, 0, {}, budget))
+
+        ways["as the server pages it"] = paged
+    ways["whole (Store.search_nodes)"] = lambda q, o: results.dump(store.search_nodes(q, **o))
+    print(f"adversarial searches, the slowest of {rounds} runs of each")
     try:
-        for query, options in adversarial(classes):
-            times = []
-            for _ in range(max(1, rounds)):
-                start = time.perf_counter()
-                result = store.search_nodes(query, **options)
-                times.append(time.perf_counter() - start)
-            slowest.append(max(times))
-            note = " (cut short)" if result.note else ""
-            if max(times) > 0.05:  # the slow ones, by name
-                print(
-                    f"  {max(times) * 1000:8.1f} ms  {len(result.entities):6,} hits{note}  "
-                    f"{query[:60]!r} {options or ''}"
-                )
+        for way, search in ways.items():
+            slowest: list[float] = []
+            for query, options in searches:
+                times = []
+                for _ in range(max(1, rounds)):
+                    start = time.perf_counter()
+                    found = search(query, options)
+                    times.append(time.perf_counter() - start)
+                slowest.append(max(times))
+                note = " (cut short)" if "MEMFTS_SEARCH_TIMEOUT_S" in found.get("note", "") else ""
+                if max(times) > 0.05:  # the slow ones, by name
+                    print(
+                        f"  {max(times) * 1000:8.1f} ms  {len(found['entities']):6,} hits{note}  "
+                        f"{query[:60]!r} {options or ''}"
+                    )
+            summary = Summary.of(slowest)
+            print(
+                f"  {way}: {summary.n} searches: p50 {summary.p50_ms:.1f} ms, "
+                f"p95 {summary.p95_ms:.1f} ms, max {summary.max_ms:.1f} ms "
+                "(those over 50 ms listed above)"
+            )
     finally:
+        if client is not None:
+            client.close()
         store.close()
-    summary = Summary.of(slowest)
-    print(
-        f"  {summary.n} searches: p50 {summary.p50_ms:.1f} ms, p95 {summary.p95_ms:.1f} ms, "
-        f"max {summary.max_ms:.1f} ms (those over 50 ms listed above)"
-    )
 
 
 def server_cpu_s(pid: int) -> float:

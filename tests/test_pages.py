@@ -12,14 +12,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import apsw
 import pytest
 from mcp import StdioServerParameters
 
 from conftest import build_schema, memfts_command, server_env
 from mcp_session import Session, error_text, only_text, session
 from memfts.models import Entity, Relation
-from memfts.results import official_json
-from memfts.store import Store
+from memfts.results import dump, official_json, search_page
+from memfts.store import LOAD_CHUNKS, Store
 
 BUDGET = 3_000
 
@@ -207,6 +208,61 @@ def test_search_nodes_with_a_large_limit_and_depth_comes_in_pages(server: Sessio
         "search_nodes", {"query": "fact", "limit": 50, "cursor": pages[0]["nextCursor"]}
     )
     assert other.is_error and "belongs to another search" in error_text(other)
+
+
+def test_a_search_result_at_the_budget_is_the_official_one_and_one_over_is_paged(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "memory.db"
+    fill(db, entities=12, relations=5)
+    store = Store(db)
+    try:
+        whole = official_json(dump(store.search_nodes("rocket", limit=50, depth=1)))
+    finally:
+        store.close()
+    arguments = {"query": "rocket", "limit": 50, "depth": 1}
+    with session(params(db, budget=len(whole))) as exactly:
+        assert only_text(exactly.ok("search_nodes", arguments)) == whole
+    with session(params(db, budget=len(whole) - 1)) as short:
+        page = short.ok("search_nodes", arguments).structured_content
+        assert page is not None
+        assert page["nextCursor"] and page["note"].startswith("Partial result")
+        assert len(page["entities"]) < 12
+
+
+def test_a_page_of_a_search_loads_only_the_hits_it_holds(tmp_path: Path) -> None:
+    """A search asking for 1,500 hits, with snippets and related entities, cut to a page of
+    a few: what the page does not hold is never loaded, nor are related entities looked up."""
+    db = tmp_path / "memory.db"
+    fill(db, entities=1_500, facts=2, relations=300)
+    loaded: list[int] = []
+
+    def trace(cursor: apsw.Cursor, sql: str, bindings: Any) -> bool:
+        if sql.startswith("SELECT id, name, entity_type FROM entities WHERE id IN"):
+            loaded.extend(json.loads(bindings[0]))
+        return True
+
+    def hook(connection: apsw.Connection) -> None:
+        connection.exec_trace = trace
+
+    apsw.connection_hooks.append(hook)
+    try:
+        store = Store(db)
+        try:
+            options: dict[str, Any] = {"limit": 1_500, "depth": 2, "snippets": True}
+            with store.walk_search("rocket", **options) as search:
+                page = search_page(search, 0, {"query": "rocket", **options}, BUDGET)
+                related = search.related
+            whole = store.search_nodes("rocket", **options)
+        finally:
+            store.close()
+    finally:
+        apsw.connection_hooks.remove(hook)
+    assert page.nextCursor is not None and 0 < len(page.entities) < 50
+    assert [e.name for e in page.entities] == [e.name for e in whole.entities[: len(page.entities)]]
+    assert related is None
+    assert len(whole.entities) == 1_500
+    assert len(loaded) - 1_500 <= LOAD_CHUNKS[0]  # the page's first chunk, then the whole
 
 
 @pytest.mark.parametrize("cursor", ["", "not a cursor", "eyJ0b29sIjoic2VhcmNoX25vZGVzIn0"])

@@ -712,6 +712,37 @@ def test_an_entity_found_by_meaning_alone_gets_its_closest_observations_as_snipp
 
 
 @needs_extra
+def test_pages_of_a_search_say_what_found_each_hit_as_the_whole_result_does(
+    sem_store: Store,
+) -> None:
+    """A result cut into pages (one hit a page here) loads each page's hits on its own, from
+    its offset: they say what found them and carry the snippets by meaning as the whole
+    result does; a related entity, found by neither, says nothing."""
+    from memfts.results import search_page
+
+    sem_store.create_entities(SEARCHED)
+    sem_store.create_relations([Relation(from_="Bob", to="pg-main", relationType="runs")])
+    options = {"snippets": True, "depth": 1}
+    whole = sem_store.search_nodes("database", **options)
+    hits = [(h.name, h.foundBy, h.snippets) for h in whole.entities]
+    assert hits[:2] == [
+        ("schema notes", ["lexical", "semantic"], ["the **database** schema"]),
+        ("pg-main", ["semantic"], ["PostgreSQL cluster", "alice"]),
+    ]
+    assert [(name, found) for name, found, _ in hits[2:]] == [("Bob", None)]
+    paged: list[tuple[str, object, object]] = []
+    while True:
+        offset = len(paged)
+        with sem_store.walk_search("database", start=offset, **options) as walk:
+            page = search_page(walk, offset, {"query": "database", **options}, 1)
+        assert len(page.entities) == 1
+        paged += [(h.name, h.foundBy, h.snippets) for h in page.entities]
+        if page.nextCursor is None:
+            break
+    assert paged == hits
+
+
+@needs_extra
 def test_semantic_false_searches_by_words_alone(db_path: Path, tiny_model: Path) -> None:
     store = Store(db_path, semantic=False)
     try:

@@ -7,6 +7,8 @@ works unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Annotated, Literal, NamedTuple
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -166,6 +168,37 @@ class SearchResult(BaseModel):
     )
     nextCursor: str | None = Field(default=None, description=NEXT_CURSOR_DESCRIPTION)
     note: str | None = Field(default=None, description=NOTE_DESCRIPTION)
+
+
+class SearchStep(NamedTuple):
+    """One hit of a search walk, with the relations touching it (by id; compact: none)."""
+
+    hit: SearchHit
+    relations: list[tuple[int, Relation]]
+
+
+@dataclass
+class SearchWalk:
+    """A ranked search whose hits are loaded as they are asked for (``Store.walk_search``):
+    what the ranking found out, then the hits in rank order, related entities after them.
+    A page cut to the result budget loads only the hits it holds."""
+
+    head: SearchResult
+    """The result without its hits: ``entities`` empty, ``relations`` empty (None in compact
+    mode); its ``note`` is made of :attr:`notes` by :meth:`result`."""
+    steps: Iterator[SearchStep]
+    ranked: int
+    """How many hits the ranking gave (related entities come after them)."""
+    notes: list[str] = field(default_factory=list)
+    """What the search found out, growing as the walk goes (a time limit met)."""
+    related: int | None = None
+    """How many related entities follow the ranked hits, once looked up (None: not yet)."""
+
+    def result(self, hits: list[SearchHit], relations: list[Relation] | None) -> SearchResult:
+        """The result holding ``hits`` and ``relations``, noted with what is known now."""
+        return self.head.model_copy(
+            update={"entities": hits, "relations": relations, "note": " ".join(self.notes) or None}
+        )
 
 
 class ObservationAddition(BaseModel):

@@ -39,6 +39,7 @@ from memfts.models import (
     Relation,
     SearchHit,
     SearchResult,
+    SearchWalk,
 )
 
 BUDGET_VARIABLE = "MEMFTS_MAX_RESULT_CHARS"
@@ -282,49 +283,80 @@ def search_offset(cursor: str | None, arguments: dict[str, Any]) -> int:
 
 
 def search_page(
-    result: SearchResult, offset: int, arguments: dict[str, Any], budget: int
+    walk: SearchWalk, offset: int, arguments: dict[str, Any], budget: int
 ) -> SearchResult:
-    """``result`` as it is when its text fits ``budget``; else the hits from ``offset`` on
-    that fit, with the relations touching them, ``nextCursor`` and a note."""
-    if offset == 0 and (not budget or len(official_json(dump(result))) <= budget):
-        return result
-    relations = result.relations or []
-    touching: dict[str, list[int]] = {}
-    for index, relation in enumerate(relations):
-        touching.setdefault(relation.from_, []).append(index)
-        touching.setdefault(relation.to, []).append(index)
-    shown: set[int] = set()
-    page_hits: list[SearchHit] = []
-    chars = len(official_json(dump(result.model_copy(update={"entities": [], "relations": []}))))
-    chars += NOTE_ROOM
-    for hit in result.entities[offset:]:
-        new = [i for i in touching.get(hit.name, ()) if i not in shown]
-        cost = _item_chars(dump(hit)) + sum(_item_chars(dump(relations[i])) for i in new)
-        if page_hits and budget and chars + cost > budget:
+    """The search ``walk`` (started at ``offset``) as the official result when its text fits
+    ``budget``; else the hits that fit, with the relations touching them, ``nextCursor`` and
+    a note. Only the hits read are loaded: a page of a search asking for 10,000 hits loads
+    the few dozen it holds (and a few hundred characters more, to tell whether the whole
+    result would fit)."""
+    compact = walk.head.relations is None
+    head = _SearchHead(walk)
+    hits: list[SearchHit] = []
+    relations: dict[int, Relation] = {}
+    cut: int | None = None  # the hits the page holds, once it is full
+    page_chars = whole_chars = 0  # the items' text: on the page, in the whole result
+    more = False
+    for hit, touching in walk.steps:
+        new = [(i, r) for i, r in touching if i not in relations]
+        cost = _item_chars(dump(hit)) + sum(_item_chars(dump(r)) for _, r in new)
+        # a list's first item turns "[]" into "[\n" ... "\n  ]": 4 more, less the last ",\n"
+        whole_chars += cost + (2 if not hits else 0) + (2 if new and not relations else 0)
+        full = budget and head.chars() + NOTE_ROOM + page_chars + cost > budget
+        if cut is None and hits and full:
+            cut = len(hits)
+        if cut is not None and (offset or head.chars() + whole_chars > budget):
+            more = True
             break
-        chars += cost
-        page_hits.append(hit)
-        shown.update(new)
-    end = offset + len(page_hits)
-    page = result.model_copy(
-        update={
-            "entities": page_hits,
-            "relations": None
-            if result.relations is None
-            else [relations[i] for i in sorted(shown)],
-        }
+        hits.append(hit)
+        relations.update(new)
+        if cut is None:
+            page_chars += cost
+    if not more and not offset and (not budget or head.chars() + whole_chars <= budget):
+        return walk.result(hits, None if compact else [relations[i] for i in sorted(relations)])
+    page_hits = hits if cut is None else hits[:cut]
+    names = {hit.name for hit in page_hits}
+    page = walk.result(
+        page_hits,
+        None
+        if compact
+        else [r for i, r in sorted(relations.items()) if r.from_ in names or r.to in names],
     )
-    if end < len(result.entities):
+    if more or len(page_hits) < len(hits):
+        end = offset + len(page_hits)
         page.nextCursor = _encode(
             {"tool": "search_nodes", "offset": end, "args": _fingerprint(arguments)}
         )
         paging = (
             f"Partial result, cut to fit {budget:,} characters ({BUDGET_VARIABLE}): "
-            f"hits {offset + 1:,}-{end:,} of the {len(result.entities):,} this search returns "
-            f"({result.total:,} matched). For the next page call search_nodes with the same "
-            "arguments and cursor set to nextCursor; to see more at once ask for less: "
-            "compact: true (names, types, snippets), a smaller limit, or depth 0."
+            f"hits {offset + 1:,}-{end:,} of {_returned(walk)} ({walk.head.total:,} matched). "
+            "For the next page call search_nodes with the same arguments and cursor set to "
+            "nextCursor; to see more at once ask for less: compact: true (names, types, "
+            "snippets), a smaller limit, or depth 0."
         )
         # a search cut short by its time limit says so first
-        page.note = f"{result.note} {paging}" if result.note else paging
+        page.note = f"{page.note} {paging}" if page.note else paging
     return page
+
+
+def _returned(walk: SearchWalk) -> str:
+    """How many hits the search returns in all, as far as the walk knows."""
+    if walk.related is None:
+        return f"the {walk.ranked:,} this search ranks, then the entities related to them"
+    return f"the {walk.ranked + walk.related:,} this search returns"
+
+
+class _SearchHead:
+    """The length of a search result's text without its hits and relations, as its notes
+    stand (they grow when the walk meets the time limit)."""
+
+    def __init__(self, walk: SearchWalk) -> None:
+        self.walk = walk
+        self._notes = -1
+        self._chars = 0
+
+    def chars(self) -> int:
+        if len(self.walk.notes) != self._notes:
+            self._notes = len(self.walk.notes)
+            self._chars = len(official_json(dump(self.walk.result([], self.walk.head.relations))))
+        return self._chars

@@ -480,10 +480,16 @@ def build_server(store: Store) -> MemoryServer:
 
         def search_page() -> SearchResult:
             offset = results.search_offset(cursor, arguments)
-            result = store.search_nodes(
-                query, limit, entityType, snippets=snippets, compact=compact, depth=depth
-            )
-            return results.search_page(result, offset, arguments, budget)
+            with store.walk_search(
+                query,
+                limit,
+                entityType,
+                snippets=snippets,
+                compact=compact,
+                depth=depth,
+                start=offset,
+            ) as walk:
+                return results.search_page(walk, offset, arguments, budget)
 
         return await _run(store, lambda: _graph_result(search_page()))
 

@@ -60,6 +60,8 @@ from memfts.models import (
     RenameReport,
     SearchHit,
     SearchResult,
+    SearchStep,
+    SearchWalk,
     StoreStats,
     Text,
 )
@@ -122,7 +124,27 @@ OBSERVATION_ID_BITS = ranking.OBSERVATION_ID_BITS
 
 LOAD_CHUNK = 500
 """Entities a search loads (and makes snippets for) at a time, looking at its time limit in
-between."""
+between; the first this many are always loaded."""
+
+LOAD_CHUNKS = (50, 100, 150, 200)
+"""The sizes of the first chunks (together :data:`LOAD_CHUNK`): a page cut to the result
+budget often holds a few dozen hits, and needs no more loaded."""
+
+
+@dataclass(frozen=True)
+class _Loading:
+    """What a search walk loads for each hit (see :meth:`Store.walk_search`)."""
+
+    limit: int
+    depth: int
+    compact: bool
+    snippets: bool
+    marks: tuple[str, str]
+    start: int
+    query: str
+    """The query as typed (the snippets of hits found by meaning alone are matched to it)."""
+    found_by: dict[int, list[FoundBy]]
+    """What found each ranked hit, with search by meaning on (else empty)."""
 
 
 def _now_us() -> int:
@@ -702,6 +724,40 @@ class Store:
         fragments, the words that matched between ``marks``; ``compact`` returns names, types
         and snippets only; ``depth`` (0-2) adds the entities related to the hits, after them.
         """
+        with self.walk_search(
+            query,
+            limit,
+            entity_type,
+            snippets=snippets,
+            compact=compact,
+            depth=depth,
+            marks=marks,
+        ) as walk:
+            hits: list[SearchHit] = []
+            relations: dict[int, Relation] = {}
+            for hit, touching in walk.steps:
+                hits.append(hit)
+                relations.update(touching)
+            return walk.result(hits, None if compact else [relations[i] for i in sorted(relations)])
+
+    @contextlib.contextmanager
+    def walk_search(
+        self,
+        query: str,
+        limit: int = 20,
+        entity_type: str | None = None,
+        *,
+        snippets: bool = False,
+        compact: bool = False,
+        depth: int = 0,
+        marks: tuple[str, str] = ranking.SNIPPET_MARKS,
+        start: int = 0,
+    ) -> Iterator[SearchWalk]:
+        """:meth:`search_nodes` as a walk: ranked at once, its hits from the ``start``-th on
+        loaded only as they are read, in one snapshot (read them inside the ``with``). A page
+        cut to the result budget (``results.search_page``) so loads, and makes snippets for,
+        only the hits it holds, however large ``limit``.
+        """
         if limit < 1 or limit > self.limits.max_search_limit:
             raise InputTooLargeError(
                 f"limit must be between 1 and {self.limits.max_search_limit} "
@@ -712,11 +768,10 @@ class Store:
         parsed = search.parse(query, synonyms=self._synonyms)
         seconds = self.limits.search_timeout_s
         notes: list[str] = []
-        want_snippets = snippets or compact
         with self._read() as db, ranking.Deadline(db, seconds) as deadline:
-            # The time limit stops the ranking and the neighbours (what a query can make
-            # long); then what was found is loaded, with its snippets, in chunks, for half as
-            # long again: the first chunk always, so a search of a usual size is never cut.
+            # The time limit stops the ranking; then what was found is loaded, with its
+            # snippets and related entities, in chunks, for half as long again: the first
+            # LOAD_CHUNK always, so a search of a usual size is never cut.
             vocab = vocabulary.Lookup(
                 db, self._stems, late=lambda: deadline.passed, expansions=self._expansions
             )
@@ -741,72 +796,112 @@ class Store:
                     "entities holding the query's rarest word, not ranked. Use rarer or "
                     "fewer words, or a type: filter."
                 )
-            try:
-                ids = found.ids + self._neighbours(db, found.ids, depth, limit)
-            except apsw.InterruptError:
-                ids = found.ids
-                notes.append("Related entities were left out: looking them up took too long.")
-            searched = found.searched or parsed
             deadline.at += seconds / 2
-            loaded: dict[int, Entity] = {}
-            relations: dict[int, Relation] = {}
-            fragments: dict[int, list[str]] = {}
-            snippets_cut = not searched.required
-            for start in range(0, len(ids), LOAD_CHUNK):
-                chunk = ids[start : start + LOAD_CHUNK]
-                if start and deadline.passed:
-                    break
-                try:
-                    with deadline.paused() if not start else contextlib.nullcontext():
-                        entities_chunk = self._entities_by_id(db, chunk, observations=not compact)
-                        if not compact:
-                            relations.update(self._relations_by_id(db, entities_chunk.values()))
-                except apsw.InterruptError:
-                    break
-                loaded.update(entities_chunk)
-                if want_snippets and not snippets_cut:
-                    try:
-                        fragments.update(ranking.snippets(vocab, searched, chunk, marks))
-                        if self._semantic is not None:  # found by meaning alone: no words
-                            by_meaning = [i for i in chunk if found_by.get(i) == ["semantic"]]
-                            fragments.update(
-                                self._semantic.closest_observations(
-                                    db, query, by_meaning, ranking.SNIPPETS_PER_ENTITY
-                                )
-                            )
-                    except apsw.InterruptError:
-                        snippets_cut = True
-                        notes.append(
-                            f"Snippets are given for the first {len(fragments):,} entities "
-                            "only: making them all took too long."
-                        )
-            if len(loaded) < len(ids):
-                notes.append(
-                    f"Only the first {len(loaded):,} of {len(ids):,} entities are here: loading "
-                    "them all took too long. Ask for a smaller limit, or compact: true."
-                )
-                ids = ids[: len(loaded)]
-            entities = [loaded[i] for i in ids]
-            hits = [
-                SearchHit(
-                    name=e.name,
-                    entityType=e.entityType,
-                    observations=None if compact else e.observations,
-                    snippets=fragments.get(entity_id, []) if (snippets or compact) else None,
-                    foundBy=found_by.get(entity_id),
-                )
-                for entity_id, e in zip(ids, entities, strict=True)
-            ]
-            return SearchResult(
-                entities=hits,
-                relations=None if compact else [relations[i] for i in sorted(relations)],
+            head = SearchResult.model_construct(
+                entities=[],
+                relations=None if compact else [],
                 total=found.total,
                 totalIsLowerBound=found.lower_bound or None,
                 withEveryWord=found.complete if found.complete < found.total else None,
                 correctedQuery=found.corrected,
                 suggestions=found.suggestions or None,
-                note=" ".join(notes) or None,
             )
+            walk = SearchWalk(head, iter(()), len(found.ids), notes, None if depth else 0)
+            walk.steps = self._search_steps(
+                walk,
+                db,
+                deadline,
+                vocab,
+                found,
+                found.searched or parsed,
+                _Loading(limit, depth, compact, snippets or compact, marks, start, query, found_by),
+            )
+            yield walk
+
+    def _search_steps(
+        self,
+        walk: SearchWalk,
+        db: apsw.Connection,
+        deadline: ranking.Deadline,
+        vocab: vocabulary.Lookup,
+        found: ranking.Ranking,
+        searched: search.Query,
+        loading: _Loading,
+    ) -> Iterator[SearchStep]:
+        """The hits of ``found`` from ``loading.start`` on, then the related entities, loaded
+        a chunk at a time (a few first: a page may need no more); past the first
+        :data:`LOAD_CHUNK`, only while the time limit allows, noting it in ``walk`` if not."""
+        ids = found.ids
+        position = loading.start
+        snippets_cut = not searched.required
+        sizes = iter(LOAD_CHUNKS)
+        while True:
+            if position >= len(ids) and walk.related is None:  # on to the related entities
+                try:
+                    related = self._neighbours(db, found.ids, loading.depth, loading.limit)
+                except apsw.InterruptError:
+                    related = []
+                    walk.notes.append(
+                        "Related entities were left out: looking them up took too long."
+                    )
+                walk.related = len(related)
+                ids = found.ids + related
+            if position >= len(ids):
+                return
+            chunk = ids[position : position + next(sizes, LOAD_CHUNK)]
+            always = position - loading.start < LOAD_CHUNK
+            try:
+                if not always and deadline.passed:
+                    raise apsw.InterruptError("the search ran out of time")
+                with deadline.paused() if always else contextlib.nullcontext():
+                    entities = self._entities_by_id(db, chunk, observations=not loading.compact)
+                    relations = (
+                        {} if loading.compact else self._relations_by_id(db, entities.values())
+                    )
+            except apsw.InterruptError:
+                walk.notes.append(
+                    f"Only the first {position:,} of {len(ids):,} entities are here: loading "
+                    "them all took too long. Ask for a smaller limit, or compact: true."
+                )
+                return
+            fragments: dict[int, list[str]] = {}
+            if loading.snippets and not snippets_cut:
+                try:
+                    made = ranking.snippets(vocab, searched, chunk, loading.marks)
+                    if self._semantic is not None:  # found by meaning alone: no words
+                        by_meaning = [i for i in chunk if loading.found_by.get(i) == ["semantic"]]
+                        made.update(
+                            self._semantic.closest_observations(
+                                db, loading.query, by_meaning, ranking.SNIPPETS_PER_ENTITY
+                            )
+                        )
+                    fragments = made
+                except apsw.InterruptError:
+                    snippets_cut = True
+                    walk.notes.append(
+                        f"Snippets are given for the first {position - loading.start:,} "
+                        "entities only: making them all took too long."
+                    )
+            touching: dict[str, list[tuple[int, Relation]]] = {}
+            for relation_id, relation in relations.items():
+                touching.setdefault(relation.from_, []).append((relation_id, relation))
+                if relation.to != relation.from_:
+                    touching.setdefault(relation.to, []).append((relation_id, relation))
+            for entity_id in chunk:
+                entity = entities.get(entity_id)
+                if entity is None:  # rows of an entity another tool deleted (memfts check)
+                    continue
+                yield SearchStep(
+                    SearchHit.model_construct(
+                        name=entity.name,
+                        entityType=entity.entityType,
+                        observations=None if loading.compact else entity.observations,
+                        snippets=fragments.get(entity_id, []) if loading.snippets else None,
+                        foundBy=loading.found_by.get(entity_id),
+                    ),
+                    touching.get(entity.name, []),
+                )
+            position += len(chunk)
 
     def _neighbours(self, db: apsw.Connection, ids: list[int], depth: int, limit: int) -> list[int]:
         """Entities related to ``ids`` within ``depth`` hops, nearest first, at most ``limit``."""
