@@ -15,6 +15,7 @@ import pytest
 
 from conftest import server_env
 from mcp_session import Session, params_for, session
+from memfts import ranking
 from memfts.models import Entity, SearchResult
 from memfts.store import Limits, Store
 
@@ -148,3 +149,23 @@ def test_a_search_past_its_time_limit_finding_none_of_its_words_is_an_empty_resu
         store.close()
     assert result.entities == [] and result.total == 0
     assert result.note is not None and "MEMFTS_SEARCH_TIMEOUT_S" in result.note
+
+
+def test_the_time_limit_counts_the_search_s_cpu_time_not_the_clock(big: Path) -> None:
+    """Waiting (for the CPU another process holds, for the disk) does not use up a search's
+    time; working does. The clock stops it at WALL_FACTOR times the limit."""
+    store = Store(big)
+    try:
+        with store._read() as db:
+            deadline = ranking.Deadline(db, 0.2)
+            time.sleep(0.3)  # the clock runs past the limit, the CPU time does not
+            assert not deadline.passed
+            start = time.thread_time()
+            while time.thread_time() - start < 0.25:
+                pass  # the search's own work uses it up
+            assert deadline.passed
+            deadline.extend(0.05)
+            time.sleep(0.05 * ranking.WALL_FACTOR + 0.05)
+            assert deadline.passed  # the backstop
+    finally:
+        store.close()

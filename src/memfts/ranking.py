@@ -103,6 +103,10 @@ SNIPPET_TOKENS = 16
 PROGRESS_STEPS = 10_000
 """SQLite virtual-machine steps between two looks at the clock (about a millisecond)."""
 
+WALL_FACTOR = 4.0
+"""A search's time limit counts its CPU time; the clock stops it at this many times the
+limit (see :class:`Deadline`)."""
+
 OBSERVATION_ID_BITS = 20
 """An observation's id is ``entity_id << 20`` plus its position (sql/001): a full-text hit's
 entity is its rowid shifted, with no lookup, and an entity holds at most 2^20 observations."""
@@ -151,10 +155,15 @@ class Ranking:
 
 
 class Deadline:
-    """Stops this connection's statements once ``seconds`` have passed: SQLite's progress
-    handler makes the running statement fail with :class:`apsw.InterruptError`, which the
-    caller turns into a normal result with what was found and a note. Python's own loops
-    over candidates (typo correction) ask :attr:`passed`."""
+    """Stops this connection's statements once the search has used ``seconds`` of CPU time:
+    SQLite's progress handler makes the running statement fail with
+    :class:`apsw.InterruptError`, which the caller turns into a normal result with what was
+    found and a note. Python's own loops over candidates (typo correction) ask :attr:`passed`.
+
+    CPU time of the searching thread, not the clock: on a machine busy with other work a
+    search waits for the CPU, and an ordinary search must not be cut short for that. The
+    clock still stops one at :data:`WALL_FACTOR` times the limit (a search waiting on a slow
+    disk uses no CPU)."""
 
     def __init__(self, db: apsw.Connection, seconds: float) -> None:
         self.db = db
@@ -162,20 +171,27 @@ class Deadline:
 
     def extend(self, seconds: float) -> None:
         """A new limit, ``seconds`` from now (for the cheap search after an interrupted one)."""
-        self.at = time.monotonic() + seconds
+        self.at = time.thread_time() + seconds
+        self.wall_at = time.monotonic() + seconds * WALL_FACTOR
+
+    def add(self, seconds: float) -> None:
+        """``seconds`` more than the limit set (the loading after the ranking)."""
+        self.at += seconds
+        self.wall_at += seconds * WALL_FACTOR
 
     @property
     def passed(self) -> bool:
-        return time.monotonic() > self.at
+        return time.thread_time() > self.at or time.monotonic() > self.wall_at
 
     @contextmanager
     def paused(self) -> Iterator[None]:
         """No limit inside the block (what a result must hold whatever the time)."""
-        at, self.at = self.at, math.inf
+        limits = self.at, self.wall_at
+        self.at = self.wall_at = math.inf
         try:
             yield
         finally:
-            self.at = at
+            self.at, self.wall_at = limits
 
     def __enter__(self) -> Deadline:
         self.db.set_progress_handler(lambda: self.passed, PROGRESS_STEPS, id=Deadline)

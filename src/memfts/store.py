@@ -92,9 +92,10 @@ class Limits:
     busy_timeout_s: float = 60.0
     """How long a write waits for other processes' writes before failing as busy."""
     search_timeout_s: float = 0.25
-    """How long one search may rank and look up related entities before it is cut short with
-    a normal result and a note; loading what was found, with its snippets, may take half as
-    long again (the first 500 entities always)."""
+    """CPU seconds one search may rank before it is cut short with a normal result and a note;
+    loading what was found, with its snippets and related entities, may take half as long
+    again (the first 500 entities always). CPU time, so that a machine busy with other work
+    does not cut ordinary searches short; the clock stops a search at four times as long."""
     max_result_chars: int = 30_000
     """Characters of text one ``read_graph``, ``open_nodes`` or ``search_nodes`` result may
     hold before it comes in pages (0: no bound, as the official server). About 8,000-10,000
@@ -796,7 +797,7 @@ class Store:
                     "entities holding the query's rarest word, not ranked. Use rarer or "
                     "fewer words, or a type: filter."
                 )
-            deadline.at += seconds / 2
+            deadline.add(seconds / 2)
             head = SearchResult.model_construct(
                 entities=[],
                 relations=None if compact else [],
