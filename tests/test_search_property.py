@@ -3,9 +3,12 @@
 The reference keeps the graph in plain Python and answers a query by testing every word of
 every entity, with the documented rules: a query word matches an indexed word equal to it,
 of the same (English Snowball) stem, or containing it when it has at least 3 characters (or
-is CJK); entities holding every query word come first, then those holding any. Words
-come from the index's own tokenizer (case and accent folding are its job); everything else
-here is independent of the store.
+is CJK); a word, or run of words, in the shipped synonym table (matched by stem, the longest
+entry first) also matches the other members of its group, as whole words or their forms (a
+member of several words as that phrase); entities holding every query word (or group) come
+first, then those holding any. Words come from the index's own tokenizer (case and accent
+folding are its job); the synonym table is read from its file; everything else here is
+independent of the store.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from memfts.errors import EntityNotFoundError
 from memfts.models import Entity, ObservationAddition, ObservationDeletion, Relation
 from memfts.search import STOPWORDS
 from memfts.store import Store
+from memfts.vocabulary import SYNONYMS_FILE
 
 pytestmark = pytest.mark.full_text  # the full-text ranking's exact results (conftest)
 
@@ -66,6 +70,51 @@ def word_matches(query_word: str, indexed: str) -> bool:
     return (len(query_word) >= 3 or is_cjk(query_word)) and query_word in indexed
 
 
+def _synonym_groups() -> dict[tuple[str, ...], list[tuple[str, ...]]]:
+    """The shipped table, as documented: one group a line, members split by commas, ``#``
+    comments; members keyed by the stems of their words."""
+    groups: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
+    for line in SYNONYMS_FILE.read_text(encoding="utf-8").splitlines():
+        members = [tuple(words_of(m)) for m in line.split("#", 1)[0].split(",")]
+        members = list(dict.fromkeys(m for m in members if m))
+        if len(members) < 2:
+            continue
+        for member in members:
+            key = tuple(map(stem, member))
+            others = [o for o in members if tuple(map(stem, o)) != key]
+            groups.setdefault(key, []).extend(others)
+    return groups
+
+
+SYNONYMS = _synonym_groups()
+LONGEST = max(len(key) for key in SYNONYMS)
+
+
+def clauses_of(qwords: list[str]) -> list[tuple[tuple[str, ...], list[tuple[str, ...]]]]:
+    """The query's words as clauses: (the words as typed, their synonyms); a run of words
+    with an entry in the table is one clause, the longest entry first."""
+    clauses = []
+    i = 0
+    while i < len(qwords):
+        for n in range(min(LONGEST, len(qwords) - i), 0, -1):
+            typed = tuple(qwords[i : i + n])
+            others = SYNONYMS.get(tuple(map(stem, typed)))
+            if others:
+                clauses.append((typed, list(dict.fromkeys(others))))
+                i += n
+                break
+        else:
+            clauses.append(((qwords[i],), []))
+            i += 1
+    return clauses
+
+
+def holds_phrase(texts: list[list[str]], phrase: tuple[str, ...]) -> bool:
+    """Whether one of the texts (name, type, an observation: word lists) has the phrase."""
+    n = len(phrase)
+    return any(tuple(words[i : i + n]) == phrase for words in texts for i in range(len(words)))
+
+
 class Reference:
     """The graph as plain Python, with the documented semantics."""
 
@@ -73,9 +122,25 @@ class Reference:
         self.entities: dict[str, tuple[str, list[str]]] = {}
         self.relations: list[tuple[str, str, str]] = []
 
-    def entity_words(self, name: str) -> set[str]:
+    def entity_texts(self, name: str) -> list[list[str]]:
         etype, observations = self.entities[name]
-        return {w for text in (name, etype, *observations) for w in words_of(text)}
+        return [words_of(text) for text in (name, etype, *observations)]
+
+    def holds(self, name: str, typed: tuple[str, ...], others: list[tuple[str, ...]]) -> bool:
+        """Whether the entity holds a clause: its word (or phrase) as typed, or a synonym."""
+        texts = self.entity_texts(name)
+        words = {w for text in texts for w in text}
+        if len(typed) == 1:
+            if any(word_matches(typed[0], w) for w in words):
+                return True
+        elif holds_phrase(texts, typed):
+            return True
+        for other in others:  # a synonym: that word or its forms, or that phrase exactly
+            if len(other) == 1 and any(stem(other[0]) == stem(w) for w in words):
+                return True
+            if len(other) > 1 and holds_phrase(texts, other):
+                return True
+        return False
 
     def search(self, query: str) -> tuple[set[str], set[str]]:
         """(entities with every word of the query, entities with any of them)."""
@@ -86,16 +151,17 @@ class Reference:
         return self._matches(query)[0]
 
     def _matches(self, query: str) -> tuple[set[str], set[str]]:
-        qwords = list(dict.fromkeys(words_of(query)))[:16]
+        clauses = clauses_of(list(dict.fromkeys(words_of(query)))[:16])
         # question words are left out when there are other words (search.STOPWORDS)
-        qwords = [q for q in qwords if q not in STOPWORDS] or qwords
+        clauses = [
+            c for c in clauses if not (len(c[0]) == 1 and c[0][0] in STOPWORDS and not c[1])
+        ] or clauses
         matched: dict[str, int] = {}
         for name in self.entities:
-            words = self.entity_words(name)
-            n = sum(any(word_matches(q, w) for w in words) for q in qwords)
+            n = sum(self.holds(name, typed, others) for typed, others in clauses)
             if n:
                 matched[name] = n
-        every = {name for name, n in matched.items() if n == len(qwords)}
+        every = {name for name, n in matched.items() if n == len(clauses)}
         return every, set(matched)
 
 
