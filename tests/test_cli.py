@@ -253,9 +253,11 @@ def test_search_takes_words_with_a_leading_dash_and_quotes(imported: Path) -> No
     unquoted = run("search", "--json", '"rockets reusable"', db=imported)  # not adjacent so
     assert json.loads(unquoted.stdout)["entities"] == []
 
-    done = run("search", "--json", "--", "--limit", db=imported)  # searched, not an option
+    done = run("search", "--json", "--", "--toulouse", db=imported)  # searched, not an option
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["total"] == 4  # "-limit" excludes a word nobody has
+    assert [e["name"] for e in json.loads(done.stdout)["entities"]] == ["Acme Rockets"]
+    done = run("search", "--json", "--", "-toulouse", db=imported)  # nothing else to find:
+    assert [e["name"] for e in json.loads(done.stdout)["entities"]] == ["Acme Rockets"]
 
 
 def test_search_help_says_how_to_quote_in_a_shell() -> None:

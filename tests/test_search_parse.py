@@ -39,8 +39,20 @@ CASES: list[tuple[str, Query]] = [
     # exclusions
     ("postgres -mysql", Query(required=[one(w("postgres"))], excluded=[one(w("mysql"))])),
     ("NOT foo bar", Query(required=[one(w("bar"))], excluded=[one(w("foo"))])),
-    ("-node.js", Query(excluded=[one(w("node", "js", exact=True))])),
-    ('-"foo bar"', Query(excluded=[one(w("foo", "bar", exact=True))])),
+    ("x -node.js", Query(required=[one(w("x"))], excluded=[one(w("node", "js", exact=True))])),
+    ('x -"foo bar"', Query(required=[one(w("x"))], excluded=[one(w("foo", "bar", exact=True))])),
+    # nothing but exclusions: the words are what is searched for
+    ("-cache", Query(required=[one(w("cache"))])),
+    ("NOT foo", Query(required=[one(w("foo"))])),
+    ('-"foo bar"', Query(required=[one(w("foo", "bar", exact=True))])),
+    # a flag or a one-letter option is text, never an exclusion
+    # ("no" is a stopword; the words side by side rank first)
+    ("--no-verify", Query(required=[one(w("verify"))])),
+    ("git commit --no-verify", Query(required=[one(w("git")), one(w("commit")),
+                                               one(w("verify"))])),
+    ("pytest -x", Query(required=[one(w("pytest")), one(w("x"))])),
+    ("pytest -xv", Query(required=[one(w("pytest"))], excluded=[one(w("xv"))])),
+    ("redis -- cache", Query(required=[one(w("redis")), one(w("cache"))])),
     # fields
     ("name:alice", Query(required=[one(w("alice", name_only=True))])),
     ('name:"Alice Smith"', Query(required=[one(w("alice", "smith", exact=True, name_only=True))])),

@@ -232,3 +232,33 @@ def test_words_another_process_adds_are_found_by_a_store_that_searched_before(
     finally:
         one.close()
         two.close()
+
+
+def test_flags_and_lone_exclusions_are_searched_for(tmp_path: Path) -> None:
+    """An agent's memory holds command lines: ``--no-verify`` and ``-x`` are the text looked
+    for (they used to leave it out and list everything else), and so is a query of nothing but
+    exclusions; ``-word`` after other words still leaves it out."""
+    store = Store(tmp_path / "memory.db")
+    try:
+        store.create_entities(
+            [
+                Entity(name="git workflow", entityType="convention",
+                       observations=["Never use git commit --no-verify", "Rebase, then merge"]),
+                Entity(name="pytest", entityType="tool",
+                       observations=["Run with -x to stop at the first failure"]),
+                Entity(name="other", entityType="note", observations=["Verify the backups"]),
+            ]
+        )  # fmt: skip
+
+        def found(query: str) -> list[str]:
+            return [e.name for e in store.search_nodes(query).entities]
+
+        assert found("--no-verify")[0] == "git workflow"
+        assert found("git commit --no-verify")[0] == "git workflow"
+        assert found("pytest -x")[0] == "pytest"
+        assert found("-x")[0] == "pytest"
+        assert found("-backups") == ["other"]
+        assert found("verify -backups")[0] == "git workflow"
+        assert "other" not in found("verify -backups")
+    finally:
+        store.close()

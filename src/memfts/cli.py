@@ -387,7 +387,7 @@ def search(
     In a shell, quote what the shell would eat:
       memfts search redis -cache           a word with a leading - excludes it
       memfts search '"exact phrase"'       the shell strips one pair of quotes
-      memfts search -- --json -x           after --, nothing is an option
+      memfts search -- --no-verify         after --, nothing is an option
     """
     # bytes that are not UTF-8 in an argument arrive as lone surrogates: make them text
     text = " ".join(query).encode("utf-8", "surrogateescape").decode("utf-8", "replace")

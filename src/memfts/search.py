@@ -129,7 +129,9 @@ class Query:
 
 _PIECE = re.compile(
     r"""
-    (?P<neg>-)?
+    # A leading dash leaves a term out, except where it is the text itself: a command-line
+    # flag (--no-verify) or a one-letter option (-x) is what an agent searches for.
+    (?P<neg>-(?![\s-]|[A-Za-z0-9](?:\s|$)))?
     (?:
         (?P<field>name|type|entitytype):(?:"(?P<fquoted>[^"]*)"|(?P<fvalue>[^\s"]+))
       | "(?P<phrase>[^"]*)"(?P<pstar>\*)?
@@ -221,6 +223,10 @@ def parse(text: str, tokenize: Tokenize = query_words, synonyms: Synonyms | None
             break
         _add(query, term, negative, or_with_previous=pending_or)
         pending_or = False
+    if query.excluded and not query.required:
+        # Nothing to find but something to leave out ("-cache", "NOT foo"): a search is for
+        # finding, so the words are what is looked for, not "every entity but these".
+        query.required, query.excluded = query.excluded, []
     if synonyms is not None:
         query.required = _with_synonyms(query.required, synonyms)
     _without_stopwords(query)
