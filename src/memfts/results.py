@@ -237,6 +237,10 @@ def graph_page(
     return page
 
 
+def _many(count: int, one: str, many: str) -> str:
+    return f"{count:,} {one if count == 1 else many}"
+
+
 def _graph_note(
     request: GraphRequest,
     page: GraphPage,
@@ -244,7 +248,9 @@ def _graph_note(
     limit: int | None,
     totals: Callable[[], tuple[int, int]] | None,
 ) -> str:
-    held = f"{len(page.entities):,} entities and {len(page.relations):,} relations"
+    held = f"{_many(len(page.entities), 'entity', 'entities')} and " + _many(
+        len(page.relations), "relation", "relations"
+    )
     if totals is not None:
         entities, relations = totals()
         held += f" (of {entities:,} and {relations:,} in all)"
