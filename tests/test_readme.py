@@ -34,7 +34,8 @@ OFFICIAL = ROOT / "tests" / "data" / "official-memory.jsonl"
 SUITE = "the test command: the suite this test is part of (CI runs it)"
 LITESTREAM = "a replica under /mnt, kept running: tests/test_backup.py runs Litestream for real"
 NOT_RUN = {
-    "python3 -m venv .venv && .venv/bin/pip install -q -e '.[dev]' && .venv/bin/python -m pytest": SUITE,  # noqa: E501
+    "python3 -m venv .venv && .venv/bin/pip install -q -e '.[dev]' "
+    "&& npm install --prefix tests/node --no-audit --no-fund && .venv/bin/python -m pytest": SUITE,
     ".venv/bin/python -m pytest": SUITE,
     "python3 -m venv .venv-semantic && .venv-semantic/bin/pip install -q -e '.[dev,semantic]' "
     "&& .venv-semantic/bin/python -m pytest": "the suite again, with the semantic extra",
@@ -60,7 +61,7 @@ PROSE = [
     "memfts show Alice",
     "memfts search redis -cache",
     """memfts search '"exact phrase"'""",
-    "memfts search -- --json",
+    "memfts search -- --no-verify",
     "memfts export ~/official/memory.jsonl --force",
 ]
 """Commands written inline in the README's prose, run after its code blocks."""
@@ -210,6 +211,7 @@ def test_the_readme_works_verbatim_for_a_new_user(user: User) -> None:
     assert commands == [first.command, tests.command]
     assert "pipx install" in first.command and first.command.endswith("&& memfts")
     assert tests.command in NOT_RUN
+    assert tests.command in (ROOT / ".ci" / "run").read_text().splitlines()  # what CI runs
     done = user.shell(first.command, new_shell=False)
     assert done.returncode == 0, done.stdout + done.stderr
     installed = user.home / ".local" / "bin" / "memfts"
