@@ -208,6 +208,7 @@ def error_text(result: dict[str, Any]) -> str:
 _HOLD_LOCK = """
 import sys, apsw
 conn = apsw.Connection(sys.argv[1])
+conn.set_busy_timeout(30_000)  # other writers may hold the lock for a moment: wait for it
 conn.execute("BEGIN IMMEDIATE")
 print("locked", flush=True)
 sys.stdin.read()  # until the parent closes our stdin
