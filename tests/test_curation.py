@@ -17,6 +17,7 @@ from pathlib import Path
 import apsw
 import pytest
 
+from memfts.curation import Curation
 from memfts.duplicates import name_key
 from memfts.errors import (
     DuplicateObservationError,
@@ -69,11 +70,18 @@ def team(store: Store) -> Store:
     return store
 
 
+@pytest.fixture
+def curation(store: Store) -> Curation:
+    return Curation(store)
+
+
 # ---- rename ------------------------------------------------------------------------------
 
 
-def test_rename_moves_relations_both_ways_and_search_follows(team: Store, db_path: Path) -> None:
-    report = team.rename_entity("Ada", "Ada Lovelace")
+def test_rename_moves_relations_both_ways_and_search_follows(
+    team: Store, db_path: Path, curation: Curation
+) -> None:
+    report = curation.rename_entity("Ada", "Ada Lovelace")
     assert (report.relations_moved, report.relations_merged) == (3, 0)
     assert relations_of(db_path) == {
         ("Ada Lovelace", "Compiler", "works_on"),
@@ -85,12 +93,12 @@ def test_rename_moves_relations_both_ways_and_search_follows(team: Store, db_pat
     # the vocabulary learned the new word: a partial word finds it
     assert rows(db_path, "SELECT 1 FROM search_terms WHERE term = 'lovelace'") == [(1,)]
     assert found(team, "ovelac") == ["Ada Lovelace"]
-    assert team.recent_changes(1)[0].name == "Ada Lovelace"
+    assert curation.recent_changes(1)[0].name == "Ada Lovelace"
     assert_consistent(team)
 
 
 def test_agents_servers_running_meanwhile_find_the_curated_words_at_once(
-    team: Store, db_path: Path
+    team: Store, db_path: Path, curation: Curation
 ) -> None:
     """A server that searched before keeps what it worked out about the vocabulary; a rename
     or an edit made by another process (the page, the CLI) must still be found by its very
@@ -103,8 +111,8 @@ def test_agents_servers_running_meanwhile_find_the_curated_words_at_once(
     with RawServer(db_path) as agent:
         assert names(agent, "compil")[0] == "Compiler"
         assert names(agent, "zanzib") == []
-        team.rename_entity("Compiler", "Zanzibarqux")
-        team.edit_observation("Ada", "likes tea", "likes rooibos")
+        curation.rename_entity("Compiler", "Zanzibarqux")
+        curation.edit_observation("Ada", "likes tea", "likes rooibos")
         assert names(agent, "anzibarq") == ["Zanzibarqux"]
         assert names(agent, "zanzibarqix") == ["Zanzibarqux"]
         assert names(agent, "ooibo") == ["Ada"]
@@ -112,7 +120,7 @@ def test_agents_servers_running_meanwhile_find_the_curated_words_at_once(
 
 
 def test_rename_onto_a_name_only_relations_used_joins_them_without_repeats(
-    store: Store, db_path: Path
+    store: Store, db_path: Path, curation: Curation
 ) -> None:
     store.create_entities([E("ada", "person")])
     # written before any entity was called "Ada", partly the same as ada's
@@ -126,7 +134,7 @@ def test_rename_onto_a_name_only_relations_used_joins_them_without_repeats(
         ]
     )
     before = relations_of(db_path)
-    report = store.rename_entity("ada", "Ada")
+    report = curation.rename_entity("ada", "Ada")
     expected = {("Ada" if f == "ada" else f, "Ada" if t == "ada" else t, rt) for f, t, rt in before}
     assert relations_of(db_path) == expected
     assert report.relations_merged == len(before) - len(expected)
@@ -135,99 +143,103 @@ def test_rename_onto_a_name_only_relations_used_joins_them_without_repeats(
 
 
 def test_rename_onto_an_existing_entity_says_merge_and_changes_nothing(
-    team: Store, db_path: Path
+    team: Store, db_path: Path, curation: Curation
 ) -> None:
     before = graph_of(team)
     with pytest.raises(NameTakenError, match=r"'Bob' exists already: merge 'Ada' into it"):
-        team.rename_entity("Ada", "Bob")
+        curation.rename_entity("Ada", "Bob")
     with pytest.raises(EntityNotFoundError, match="Nobody"):
-        team.rename_entity("Nobody", "Someone")
+        curation.rename_entity("Nobody", "Someone")
     for bad, error in (
         ("   ", InvalidInputError),
         ("a\x00b", InvalidInputError),
         ("x" * 1001, InputTooLargeError),
     ):
         with pytest.raises(error):
-            team.rename_entity("Ada", bad)
+            curation.rename_entity("Ada", bad)
     assert graph_of(team) == before
 
 
-def test_rename_to_the_same_name_changes_nothing(team: Store) -> None:
-    before = team.entity_detail("Ada")
-    report = team.rename_entity("Ada", "Ada")
+def test_rename_to_the_same_name_changes_nothing(team: Store, curation: Curation) -> None:
+    before = curation.entity_detail("Ada")
+    report = curation.rename_entity("Ada", "Ada")
     assert report.relations_moved == 0
-    assert team.entity_detail("Ada") == before
+    assert curation.entity_detail("Ada") == before
 
 
 # ---- type, observations ------------------------------------------------------------------
 
 
-def test_set_entity_type(team: Store) -> None:
-    team.set_entity_type("Compiler", "software project")
-    assert team.entity_detail("Compiler").entityType == "software project"  # type: ignore[union-attr]
+def test_set_entity_type(team: Store, curation: Curation) -> None:
+    curation.set_entity_type("Compiler", "software project")
+    assert curation.entity_detail("Compiler").entityType == "software project"  # type: ignore[union-attr]
     assert [h.name for h in team.search_nodes("", entity_type="software project").entities] == [
         "Compiler"
     ]
-    assert team.recent_changes(1)[0].name == "Compiler"
+    assert curation.recent_changes(1)[0].name == "Compiler"
     with pytest.raises(InvalidInputError):
-        team.set_entity_type("Compiler", "")
+        curation.set_entity_type("Compiler", "")
 
 
-def test_edit_observation_keeps_its_place_and_reindexes(team: Store, db_path: Path) -> None:
+def test_edit_observation_keeps_its_place_and_reindexes(
+    team: Store, db_path: Path, curation: Curation
+) -> None:
     ids_before = [oid for oid, _ in observations_of(db_path, "Ada")]
-    team.edit_observation("Ada", "writes the compiler", "designs the interpreter")
+    curation.edit_observation("Ada", "writes the compiler", "designs the interpreter")
     after = observations_of(db_path, "Ada")
     assert [oid for oid, _ in after] == ids_before
     assert [c for _, c in after] == ["designs the interpreter", "likes tea"]
     assert "Ada" in found(team, "interpreter")
     assert found(team, "writes") == []
     assert rows(db_path, "SELECT 1 FROM search_terms WHERE term = 'interpreter'") == [(1,)]
-    assert team.recent_changes(1)[0].name == "Ada"
+    assert curation.recent_changes(1)[0].name == "Ada"
     assert_consistent(team)
 
 
-def test_edit_observation_refusals_change_nothing(team: Store) -> None:
+def test_edit_observation_refusals_change_nothing(team: Store, curation: Curation) -> None:
     before = graph_of(team)
     with pytest.raises(
         DuplicateObservationError, match=r"already has this observation \(number 2\)"
     ):
-        team.edit_observation("Ada", "writes the compiler", "likes tea")
+        curation.edit_observation("Ada", "writes the compiler", "likes tea")
     with pytest.raises(ObservationNotFoundError, match="may have changed meanwhile"):
-        team.edit_observation("Ada", "no such text", "new text")
+        curation.edit_observation("Ada", "no such text", "new text")
     with pytest.raises(InvalidInputError, match="delete it instead"):
-        team.edit_observation("Ada", "likes tea", "  ")
+        curation.edit_observation("Ada", "likes tea", "  ")
     small = Store(team.path, Limits(max_observation_chars=10))
     try:
         with pytest.raises(InputTooLargeError, match="MEMFTS_MAX_OBSERVATION_CHARS"):
-            small.edit_observation("Ada", "likes tea", "x" * 11)
+            Curation(small).edit_observation("Ada", "likes tea", "x" * 11)
     finally:
         small.close()
     assert graph_of(team) == before
 
 
-def test_delete_observation(team: Store, db_path: Path) -> None:
-    team.delete_observation("Ada", "writes the compiler")
+def test_delete_observation(team: Store, db_path: Path, curation: Curation) -> None:
+    curation.delete_observation("Ada", "writes the compiler")
     assert [c for _, c in observations_of(db_path, "Ada")] == ["likes tea"]
     with pytest.raises(ObservationNotFoundError):
-        team.delete_observation("Ada", "writes the compiler")
+        curation.delete_observation("Ada", "writes the compiler")
     assert_consistent(team)
 
 
 # ---- delete, merge -----------------------------------------------------------------------
 
 
-def test_delete_entity_dry_run_then_real(team: Store, db_path: Path) -> None:
+def test_delete_entity_dry_run_then_real(team: Store, db_path: Path, curation: Curation) -> None:
     before = graph_of(team)
-    preview = team.delete_entity("Ada", dry_run=True)
+    preview = curation.delete_entity("Ada", dry_run=True)
     assert (preview.observations, preview.relations) == (2, 3)
     assert graph_of(team) == before
-    assert team.delete_entity("Ada") == preview
+    assert curation.delete_entity("Ada") == preview
     assert relations_of(db_path) == set()
     assert rows(db_path, "SELECT count(*) FROM observations") == [(2,)]
     assert_consistent(team)
 
 
-def test_merge_appends_in_order_without_repeats_and_repoints(store: Store, db_path: Path) -> None:
+def test_merge_appends_in_order_without_repeats_and_repoints(
+    store: Store, db_path: Path, curation: Curation
+) -> None:
     store.create_entities(
         [
             E("Postgres", "tool", "port 5432", "runs on db1"),
@@ -247,9 +259,9 @@ def test_merge_appends_in_order_without_repeats_and_repoints(store: Store, db_pa
     )
     target_id = rows(db_path, "SELECT id FROM entities WHERE name = 'Postgres'")[0][0]
     before = graph_of(store)
-    preview = store.merge_entities("PostgreSQL", "Postgres", dry_run=True)
+    preview = curation.merge_entities("PostgreSQL", "Postgres", dry_run=True)
     assert graph_of(store) == before
-    report = store.merge_entities("PostgreSQL", "Postgres")
+    report = curation.merge_entities("PostgreSQL", "Postgres")
     assert report == preview
     assert (report.observations_added, report.observations_shared) == (2, 1)
     assert (report.relations_moved, report.relations_shared, report.relations_between) == (
@@ -267,14 +279,14 @@ def test_merge_appends_in_order_without_repeats_and_repoints(store: Store, db_pa
         ("Postgres", "Postgres", "self"),
     }
     assert rows(db_path, "SELECT count(*) FROM entities WHERE name = 'PostgreSQL'") == [(0,)]
-    assert store.entity_detail("Postgres").entityType == "tool"  # type: ignore[union-attr]
+    assert curation.entity_detail("Postgres").entityType == "tool"  # type: ignore[union-attr]
     assert found(store, "version 16") == ["Postgres"]
-    assert store.recent_changes(1)[0].name == "Postgres"
+    assert curation.recent_changes(1)[0].name == "Postgres"
     assert_consistent(store)
 
 
 def test_a_chain_of_merges_keeps_every_observation_once_in_order(
-    store: Store, db_path: Path
+    store: Store, db_path: Path, curation: Curation
 ) -> None:
     store.create_entities(
         [E("A", "t", "a one", "shared"), E("B", "t", "b one", "shared"), E("C", "t", "c one")]
@@ -282,29 +294,31 @@ def test_a_chain_of_merges_keeps_every_observation_once_in_order(
     store.create_relations(
         [R("X", "A", "uses"), R("X", "B", "uses"), R("A", "B", "same_as"), R("B", "C", "same_as")]
     )
-    before = store.entity_detail("C").updated_at  # type: ignore[union-attr]
-    store.merge_entities("A", "B")
-    store.merge_entities("B", "C")
+    before = curation.entity_detail("C").updated_at  # type: ignore[union-attr]
+    curation.merge_entities("A", "B")
+    curation.merge_entities("B", "C")
     assert [c for _, c in observations_of(db_path, "C")] == ["c one", "b one", "shared", "a one"]
     assert relations_of(db_path) == {("X", "C", "uses")}
     assert rows(db_path, "SELECT name FROM entities") == [("C",)]
-    assert store.entity_detail("C").updated_at > before  # type: ignore[union-attr]
+    assert curation.entity_detail("C").updated_at > before  # type: ignore[union-attr]
     assert found(store, "one") == ["C"]
     assert_consistent(store)
 
 
-def test_merge_refusals_change_nothing(team: Store) -> None:
+def test_merge_refusals_change_nothing(team: Store, curation: Curation) -> None:
     before = graph_of(team)
     with pytest.raises(InvalidInputError, match="into itself"):
-        team.merge_entities("Ada", "Ada")
+        curation.merge_entities("Ada", "Ada")
     with pytest.raises(EntityNotFoundError, match="Nobody"):
-        team.merge_entities("Ada", "Nobody")
+        curation.merge_entities("Ada", "Nobody")
     with pytest.raises(EntityNotFoundError, match="Nobody"):
-        team.merge_entities("Nobody", "Ada")
+        curation.merge_entities("Nobody", "Ada")
     assert graph_of(team) == before
 
 
-def test_merge_that_overflows_the_target_changes_nothing(store: Store, db_path: Path) -> None:
+def test_merge_that_overflows_the_target_changes_nothing(
+    store: Store, db_path: Path, curation: Curation
+) -> None:
     store.create_entities([E("a", "t", "one", "two"), E("b", "t", "three")])
     b_id = rows(db_path, "SELECT id FROM entities WHERE name = 'b'")[0][0]
     # the target's id range is used up to its last slot by other tools
@@ -316,12 +330,12 @@ def test_merge_that_overflows_the_target_changes_nothing(store: Store, db_path: 
     conn.close()
     before = graph_of(store)
     with pytest.raises(InputTooLargeError, match="observations"):
-        store.merge_entities("a", "b")
+        curation.merge_entities("a", "b")
     assert graph_of(store) == before
 
 
 def test_a_merge_loses_no_observation_another_process_adds_meanwhile(
-    store: Store, db_path: Path
+    store: Store, db_path: Path, curation: Curation
 ) -> None:
     """Agents keep adding to the duplicate while a person merges it: every acknowledged
     observation ends up on the target, none half-moved."""
@@ -348,7 +362,7 @@ def test_a_merge_loses_no_observation_another_process_adds_meanwhile(
             t.start()
         while len(acknowledged) < 20 and all(t.is_alive() for t in threads):
             threading.Event().wait(0.01)
-        report = store.merge_entities("dup", "keep")
+        report = curation.merge_entities("dup", "keep")
         stop.set()
         for t in threads:
             t.join(timeout=60)
@@ -360,7 +374,7 @@ def test_a_merge_loses_no_observation_another_process_adds_meanwhile(
 
 
 def test_a_rename_while_agents_write_to_the_entity_loses_nothing_and_is_never_half_done(
-    store: Store, db_path: Path
+    store: Store, db_path: Path, curation: Curation
 ) -> None:
     """Two MCP servers keep adding observations to an entity and relations naming it, by its
     old name, while a person renames it. Each write lands wholly before the rename (and
@@ -395,7 +409,7 @@ def test_a_rename_while_agents_write_to_the_entity_loses_nothing_and_is_never_ha
             t.start()
         while len(acknowledged_links) < 30 and all(t.is_alive() for t in threads):
             threading.Event().wait(0.01)
-        report = store.rename_entity("svc", "billing-svc")
+        report = curation.rename_entity("svc", "billing-svc")
         while len(refused) < 10 and all(t.is_alive() for t in threads):
             threading.Event().wait(0.01)
         stop.set()
@@ -444,7 +458,9 @@ def test_name_key(names: tuple[str, ...], same: bool) -> None:
     assert (len(keys) == 1) is same, {n: name_key(n) for n in names}
 
 
-def test_likely_duplicates_groups_and_suggests_the_fuller_entity(store: Store) -> None:
+def test_likely_duplicates_groups_and_suggests_the_fuller_entity(
+    store: Store, curation: Curation
+) -> None:
     store.create_entities(
         [
             E("Node.js", "tool", "runtime"),
@@ -456,7 +472,7 @@ def test_likely_duplicates_groups_and_suggests_the_fuller_entity(store: Store) -
         ]
     )
     store.create_relations([R("Ada", "Node JS", "uses")])
-    result = store.likely_duplicates()
+    result = curation.likely_duplicates()
     assert result.total_groups == 2
     groups = {
         g.key: [(c.name, c.observations, c.relations) for c in g.entities] for g in result.groups
@@ -466,17 +482,19 @@ def test_likely_duplicates_groups_and_suggests_the_fuller_entity(store: Store) -
         "projectnote": [("Project notes", 1, 0), ("project note", 0, 0)],
     }
     # the group changed last comes first
-    store.set_entity_type("Node JS", "tool")
-    assert store.likely_duplicates().groups[0].key == "nodej"
-    assert store.likely_duplicates(limit=1).total_groups == 2
+    curation.set_entity_type("Node JS", "tool")
+    assert curation.likely_duplicates().groups[0].key == "nodej"
+    assert curation.likely_duplicates(limit=1).total_groups == 2
 
 
 # ---- what the page reads -----------------------------------------------------------------
 
 
-def test_entity_detail_lists_relations_both_ways_with_the_other_ends_type(team: Store) -> None:
+def test_entity_detail_lists_relations_both_ways_with_the_other_ends_type(
+    team: Store, curation: Curation
+) -> None:
     team.create_relations([R("Ada", "Nowhere", "visits")])
-    detail = team.entity_detail("Ada")
+    detail = curation.entity_detail("Ada")
     assert detail is not None
     assert detail.observations == ["writes the compiler", "likes tea"]
     assert [(r.relationType, r.other, r.otherType) for r in detail.outgoing] == [
@@ -490,38 +508,38 @@ def test_entity_detail_lists_relations_both_ways_with_the_other_ends_type(team: 
     ]
     assert (detail.outgoing_total, detail.incoming_total) == (3, 2)
     assert detail.updated_at > 0
-    assert team.entity_detail("Nobody") is None
-    capped = team.entity_detail("Ada", max_relations=1)
+    assert curation.entity_detail("Nobody") is None
+    capped = curation.entity_detail("Ada", max_relations=1)
     assert capped is not None and len(capped.outgoing) == 1 and capped.outgoing_total == 3
 
 
-def test_neighbourhood_depths_cap_and_missing_ends(store: Store) -> None:
+def test_neighbourhood_depths_cap_and_missing_ends(store: Store, curation: Curation) -> None:
     store.create_entities([E("hub", "t")] + [E(f"n{i}", "t") for i in range(10)])
     store.create_relations(
         [R("hub", f"n{i}", "has") for i in range(10)]
         + [R(f"n{i}", f"m{i}", "has") for i in range(10)]  # m* are no entity
         + [R("n0", "n1", "knows")]
     )
-    one = store.neighbourhood("hub", depth=1)
+    one = curation.neighbourhood("hub", depth=1)
     assert [n.name for n in one.nodes] == ["hub"] + [f"n{i}" for i in range(10)]
     assert {(r.from_, r.to) for r in one.relations} >= {("hub", "n0"), ("n0", "n1")}
     assert one.left_out == 0
-    two = store.neighbourhood("hub", depth=2)
+    two = curation.neighbourhood("hub", depth=2)
     m0 = next(n for n in two.nodes if n.name == "m0")
     assert (m0.depth, m0.parent, m0.entityType) == (2, "n0", None)
     assert len(two.nodes) == 21
     # capped at depth 2: the first ring takes half the room (7), the second the rest
-    capped = store.neighbourhood("hub", depth=2, max_nodes=15)
+    capped = curation.neighbourhood("hub", depth=2, max_nodes=15)
     assert [n.depth for n in capped.nodes] == [0] + [1] * 7 + [2] * 7
     assert capped.left_out == 3  # n7, n8, n9
     # a second ring with little to show gives its room back to the first
     store.delete_relations([R(f"n{i}", f"m{i}", "has") for i in range(1, 10)])
-    backfilled = store.neighbourhood("hub", depth=2, max_nodes=8)
+    backfilled = curation.neighbourhood("hub", depth=2, max_nodes=8)
     assert [n.depth for n in backfilled.nodes] == [0] + [1] * 6 + [2]
     assert backfilled.left_out == 4
-    assert store.neighbourhood("m0", depth=1).nodes[1].name == "n0"  # no entity, a centre
+    assert curation.neighbourhood("m0", depth=1).nodes[1].name == "n0"  # no entity, a centre
     with pytest.raises(InvalidInputError):
-        store.neighbourhood("hub", depth=3)
+        curation.neighbourhood("hub", depth=3)
 
 
 def test_data_version_changes_when_another_process_writes(store: Store, db_path: Path) -> None:
@@ -551,7 +569,7 @@ def cli(*args: str, input: str | None = None) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def test_cli_rename_set_type_and_edit(team: Store, db_path: Path) -> None:
+def test_cli_rename_set_type_and_edit(team: Store, db_path: Path, curation: Curation) -> None:
     db = ("--db", str(db_path))
     code, out, err = cli("rename", *db, "Ada", "Ada Lovelace")
     assert code == 0, err
@@ -566,9 +584,9 @@ def test_cli_rename_set_type_and_edit(team: Store, db_path: Path) -> None:
     assert (code, out) == (0, "observation 2 of 'Ada Lovelace' was: likes tea\n")
     code, _, err = cli("edit-observation", *db, "Ada Lovelace", "3", "x")
     assert code == 1 and "give a number from 1 to 2" in err
-    detail = team.entity_detail("Ada Lovelace")
+    detail = curation.entity_detail("Ada Lovelace")
     assert detail is not None and detail.observations == ["writes the compiler", "likes coffee"]
-    assert team.entity_detail("Compiler").entityType == "software"  # type: ignore[union-attr]
+    assert curation.entity_detail("Compiler").entityType == "software"  # type: ignore[union-attr]
 
 
 def test_cli_destructive_commands_ask_first(team: Store, db_path: Path) -> None:
@@ -599,7 +617,9 @@ def test_cli_destructive_commands_ask_first(team: Store, db_path: Path) -> None:
     assert [c for _, c in observations_of(db_path, "Ada")] == ["likes tea", "reviews the compiler"]
 
 
-def test_cli_duplicates_suggests_merge_commands(store: Store, db_path: Path) -> None:
+def test_cli_duplicates_suggests_merge_commands(
+    store: Store, db_path: Path, curation: Curation
+) -> None:
     store.create_entities([E("Node.js", "tool", "a", "b"), E("node js", "tool"), E("x", "t")])
     code, out, err = cli("duplicates", "--db", str(db_path))
     assert code == 0, err
@@ -610,5 +630,5 @@ def test_cli_duplicates_suggests_merge_commands(store: Store, db_path: Path) -> 
     ]
     code, out, _ = cli("duplicates", "--db", str(db_path), "--json")
     assert json.loads(out)["total_groups"] == 1
-    store.merge_entities("node js", "Node.js")
+    curation.merge_entities("node js", "Node.js")
     assert cli("duplicates", "--db", str(db_path))[1] == "no likely duplicates\n"

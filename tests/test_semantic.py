@@ -23,6 +23,7 @@ import pytest
 
 from conftest import memfts_command, server_env
 from memfts import semantic_setup
+from memfts.curation import Curation
 from memfts.errors import EntityNotFoundError
 from memfts.models import Entity, ObservationAddition, ObservationDeletion, Relation
 from memfts.semantic_setup import SemanticSetupError, installed, wanted
@@ -375,20 +376,21 @@ def test_every_write_path_commits_the_vector_with_the_text(sem_store: Store, db_
 @needs_extra
 def test_every_curation_commits_the_vector_with_the_text(sem_store: Store, db_path: Path) -> None:
     sem_store.create_entities([*GRAPH, Entity(name="pg-copy", entityType="x", observations=[])])
-    sem_store.rename_entity("Alice", "Alicia")
+    curation = Curation(sem_store)
+    curation.rename_entity("Alice", "Alicia")
     assert_vectors_current(sem_store, db_path)
-    sem_store.set_entity_type("Alicia", "musician")
+    curation.set_entity_type("Alicia", "musician")
     assert_vectors_current(sem_store, db_path)
-    sem_store.edit_observation("Alicia", "uses neovim", "plays piano")
+    curation.edit_observation("Alicia", "uses neovim", "plays piano")
     assert_vectors_current(sem_store, db_path)
     assert nearest(sem_store, "editor", 3)[0] != "Alicia"
-    sem_store.delete_observation("policy", "holiday rules")
+    curation.delete_observation("policy", "holiday rules")
     assert_vectors_current(sem_store, db_path)
     sem_store.add_observations([ObservationAddition(entityName="pg-copy", contents=["vacation"])])
-    sem_store.merge_entities("pg-copy", "pg-main")
+    curation.merge_entities("pg-copy", "pg-main")
     assert_vectors_current(sem_store, db_path)
     assert nearest(sem_store, "holiday", 1) == ["pg-main"]
-    sem_store.delete_entity("policy")
+    curation.delete_entity("policy")
     assert_vectors_current(sem_store, db_path)
 
 

@@ -21,6 +21,7 @@ import pytest
 
 import ui_demo
 from conftest import memfts_command, server_env
+from memfts.curation import Curation
 from memfts.models import Entity, GraphNode, Neighbourhood, Relation
 from memfts.store import Store
 from memfts.ui import observation_digest
@@ -246,8 +247,9 @@ def test_writes_need_a_post_from_the_page_with_its_token(ui: UiServer, demo: Pat
     assert path_of(done.headers["location"]) == "/entity?name=Valkey&done=renamed&from=Redis"
     store = Store(demo)
     try:
-        assert store.entity_detail("Valkey") is not None
-        assert store.entity_detail("Redis") is None
+        curation = Curation(store)
+        assert curation.entity_detail("Valkey") is not None
+        assert curation.entity_detail("Redis") is None
     finally:
         store.close()
 
@@ -268,7 +270,9 @@ def test_an_oversized_form_is_refused_before_it_is_read(ui: UiServer, demo: Path
     assert post(ui, "/observation/edit", {**huge, "csrf": token}).status == 413
     store = Store(demo)
     try:
-        assert store.entity_detail("Redis").observations[1] == "Used as the job queue broker"  # type: ignore[union-attr]
+        detail = Curation(store).entity_detail("Redis")
+        assert detail is not None
+        assert detail.observations[1] == "Used as the job queue broker"
     finally:
         store.close()
 
@@ -299,10 +303,10 @@ def test_destructive_writes_say_what_will_change_before_changing_it(
             {"source": "postgresql", "target": "PostgreSQL", "csrf": token, "confirmed": "yes"},
         )
         assert merged.status == 303
-        detail = store.entity_detail("PostgreSQL")
+        detail = Curation(store).entity_detail("PostgreSQL")
         assert detail is not None
         assert detail.observations[-1] == "Use pg_dump --format=custom for backups"
-        assert store.entity_detail("postgresql") is None
+        assert Curation(store).entity_detail("postgresql") is None
     finally:
         store.close()
 

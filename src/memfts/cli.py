@@ -875,8 +875,10 @@ def rename(db: str | None, name: str, new_name: str) -> None:
     If an entity called NEW_NAME exists, nothing changes: merge the two instead
     (`memfts merge NAME NEW_NAME`).
     """
+    from memfts.curation import Curation
+
     with _open_store(db) as store:
-        report = store.rename_entity(name, new_name)
+        report = Curation(store).rename_entity(name, new_name)
     merged = (
         f" ({report.relations_merged} already there, dropped)" if report.relations_merged else ""
     )
@@ -891,8 +893,10 @@ def rename(db: str | None, name: str, new_name: str) -> None:
 @click.argument("entity_type", metavar="TYPE")
 def set_type(db: str | None, name: str, entity_type: str) -> None:
     """Change the type of entity NAME to TYPE."""
+    from memfts.curation import Curation
+
     with _open_store(db) as store:
-        store.set_entity_type(name, entity_type)
+        Curation(store).set_entity_type(name, entity_type)
     _out(f"{name!r} is now a {entity_type!r}")
 
 
@@ -904,9 +908,11 @@ def set_type(db: str | None, name: str, entity_type: str) -> None:
 def edit_observation(db: str | None, name: str, number: int, text: str) -> None:
     """Replace observation NUMBER of entity NAME (1 = first, as `memfts show` lists them)
     with TEXT; it keeps its place."""
+    from memfts.curation import Curation
+
     with _open_store(db) as store:
         old = _observation(store, name, number)
-        store.edit_observation(name, old, text)
+        Curation(store).edit_observation(name, old, text)
     _out(f"observation {number} of {name!r} was: {_short(old)}")
 
 
@@ -920,10 +926,12 @@ def delete_observation(db: str | None, name: str, number: int, yes: bool) -> Non
 
     Asks first, unless --yes.
     """
+    from memfts.curation import Curation
+
     with _open_store(db) as store:
         old = _observation(store, name, number)
         _confirm(f"delete observation {number} of {name!r}: {_short(old)!r}?", yes)
-        store.delete_observation(name, old)
+        Curation(store).delete_observation(name, old)
     _out(f"deleted observation {number} of {name!r}")
 
 
@@ -936,15 +944,18 @@ def delete(db: str | None, name: str, yes: bool) -> None:
 
     Says what will go and asks first, unless --yes.
     """
+    from memfts.curation import Curation
+
     with _open_store(db) as store:
-        preview = store.delete_entity(name, dry_run=True)
+        curation = Curation(store)
+        preview = curation.delete_entity(name, dry_run=True)
         _confirm(
             f"delete {name!r} ({preview.entityType}) with its "
             f"{_count(preview.observations, 'observation')} and "
             f"{_count(preview.relations, 'relation')}?",
             yes,
         )
-        report = store.delete_entity(name)
+        report = curation.delete_entity(name)
     _out(
         f"deleted {name!r}, {_count(report.observations, 'observation')}, "
         f"{_count(report.relations, 'relation')}"
@@ -964,10 +975,13 @@ def merge(db: str | None, source: str, target: str, yes: bool) -> None:
     relations between the two, which would relate TARGET to itself). Says what will change
     and asks first, unless --yes.
     """
+    from memfts.curation import Curation
+
     with _open_store(db) as store:
-        preview = store.merge_entities(source, target, dry_run=True)
+        curation = Curation(store)
+        preview = curation.merge_entities(source, target, dry_run=True)
         _confirm(f"merge {source!r} into {target!r}: {preview.summary()}?", yes)
-        report = store.merge_entities(source, target)
+        report = curation.merge_entities(source, target)
     _out(f"merged: {report.summary()}")
 
 
@@ -984,8 +998,10 @@ def duplicates(db: str | None, limit: int, as_json: bool) -> None:
     """
     import shlex
 
+    from memfts.curation import Curation
+
     with _open_store(db) as store:
-        found = store.likely_duplicates(limit)
+        found = Curation(store).likely_duplicates(limit)
     if as_json:
         _json_out(found.model_dump(mode="json"))
         return

@@ -2,10 +2,10 @@
 
 Server-rendered HTML (Jinja2 templates, every value escaped unless a filter here builds the
 markup itself from escaped pieces) and one small script (``static/ui.js``) that refreshes
-the page when any process writes to the file. Every read and write is a :class:`Store`
-method run in a worker thread, so the event loop never waits on SQLite. Writes are
-POST-redirect-GET; destructive ones (delete, merge) show what will change and need a second,
-confirming POST. Who may reach the page is :mod:`memfts.ui_security`'s job.
+the page when any process writes to the file. Every read and write is a :class:`Store` or
+:class:`Curation` method run in a worker thread, so the event loop never waits on SQLite.
+Writes are POST-redirect-GET; destructive ones (delete, merge) show what will change and need
+a second, confirming POST. Who may reach the page is :mod:`memfts.ui_security`'s job.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from starlette.types import ASGIApp
 
 from memfts import ui_graph
 from memfts.cli import size_text
+from memfts.curation import Curation
 from memfts.errors import (
     DuplicateObservationError,
     EntityNotFoundError,
@@ -153,6 +154,7 @@ class UiApp:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.curation = Curation(store)
         self.csrf = CsrfToken()
         self.templates = _environment()
         self.max_form_bytes = max_form_bytes(store)
@@ -160,7 +162,8 @@ class UiApp:
     # ---- plumbing ------------------------------------------------------------------------
 
     async def _call(self, request: Request, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
-        """Run a store method in a worker thread; its time is added to the request's."""
+        """Run a store or curation method in a worker thread; its time is added to the
+        request's."""
         started = time.perf_counter()
         try:
             return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kw))
@@ -237,7 +240,7 @@ class UiApp:
     async def _observation(self, request: Request, name: str, form: FormData) -> str:
         """The text of the observation of ``name`` the form names by its digest."""
         digest = self._field(form, "observation")
-        detail = await self._call(request, self.store.entity_detail, name, 0)
+        detail = await self._call(request, self.curation.entity_detail, name, 0)
         if detail is None:
             raise EntityNotFoundError(name)
         for content in detail.observations:
@@ -259,7 +262,7 @@ class UiApp:
         entity_type = request.query_params.get("type") or None
         limit = _int(request.query_params.get("limit"), SEARCH_LIMIT, 1, MAX_PAGE_LIMIT)
         if not query.strip() and entity_type is None:
-            recent = await self._call(request, self.store.recent_changes, SEARCH_LIMIT)
+            recent = await self._call(request, self.curation.recent_changes, SEARCH_LIMIT)
             stats = await self._call(request, self.store.stats)
             return await self._page(request, "home.html", recent=recent, stats=stats, query="")
         started = time.perf_counter()
@@ -294,7 +297,7 @@ class UiApp:
         name = request.query_params.get("name", "")
         if error is not None:  # re-shown after a failed write: the names come from its form
             name = request.state.entity_name
-        detail = await self._call(request, self.store.entity_detail, name)
+        detail = await self._call(request, self.curation.entity_detail, name)
         if detail is None:
             return await self._page(request, "missing.html", 404, name=name)
         status = 200 if error is None else _STATUS.get(type(error), 500)
@@ -316,9 +319,9 @@ class UiApp:
         await self._version(request)
         name = request.query_params.get("name", "")
         depth = _int(request.query_params.get("depth"), 1, 1, 2)
-        hood = await self._call(request, self.store.neighbourhood, name, depth, GRAPH_NODES)
+        hood = await self._call(request, self.curation.neighbourhood, name, depth, GRAPH_NODES)
         alone = len(hood.nodes) == 1
-        if alone and await self._call(request, self.store.entity_detail, name) is None:
+        if alone and await self._call(request, self.curation.entity_detail, name) is None:
             return await self._page(request, "missing.html", 404, name=name)
         layout = ui_graph.layout(hood)
         return await self._page(
@@ -334,18 +337,18 @@ class UiApp:
     async def recent(self, request: Request) -> Response:
         await self._version(request)
         limit = _int(request.query_params.get("limit"), 100, 1, MAX_PAGE_LIMIT)
-        recent = await self._call(request, self.store.recent_changes, limit)
+        recent = await self._call(request, self.curation.recent_changes, limit)
         return await self._page(request, "recent.html", recent=recent, limit=limit)
 
     async def duplicates(self, request: Request) -> Response:
         await self._version(request)
-        found = await self._call(request, self.store.likely_duplicates, 100)
+        found = await self._call(request, self.curation.likely_duplicates, 100)
         return await self._page(request, "duplicates.html", found=found)
 
     async def stats(self, request: Request) -> Response:
         await self._version(request)
         stats = await self._call(request, self.store.stats)
-        types = await self._call(request, self.store.entity_types, 30)
+        types = await self._call(request, self.curation.entity_types, 30)
         return await self._page(request, "stats.html", stats=stats, types=types)
 
     async def version(self, request: Request) -> Response:
@@ -368,7 +371,7 @@ class UiApp:
         form = await self._form(request)
         name, new_name = self._stored(form, "name"), self._field(form, "new_name").strip()
         try:
-            await self._call(request, self.store.rename_entity, name, new_name)
+            await self._call(request, self.curation.rename_entity, name, new_name)
         except NameTakenError as exc:
             request.state.taken = new_name  # offer the merge that was meant
             return await self._failed(request, name, exc)
@@ -380,7 +383,7 @@ class UiApp:
         form = await self._form(request)
         name, entity_type = self._stored(form, "name"), self._field(form, "type").strip()
         try:
-            await self._call(request, self.store.set_entity_type, name, entity_type)
+            await self._call(request, self.curation.set_entity_type, name, entity_type)
         except MemftsError as exc:
             return await self._failed(request, name, exc)
         return _see(request, _link("/entity", name=name, done="retyped"))
@@ -390,7 +393,7 @@ class UiApp:
         name, new = self._stored(form, "name"), self._field(form, "new")
         try:
             old = await self._observation(request, name, form)
-            await self._call(request, self.store.edit_observation, name, old, new)
+            await self._call(request, self.curation.edit_observation, name, old, new)
         except MemftsError as exc:
             return await self._failed(request, name, exc)
         return _see(
@@ -412,7 +415,7 @@ class UiApp:
                     button="Delete the observation",
                     back=_link("/entity", name=name, obs=request.query_params.get("obs")),
                 )
-            await self._call(request, self.store.delete_observation, name, content)
+            await self._call(request, self.curation.delete_observation, name, content)
         except MemftsError as exc:
             return await self._failed(request, name, exc)
         return _see(
@@ -430,7 +433,7 @@ class UiApp:
         name = self._stored(form, "name")
         try:
             if form.get("confirmed") != "yes":
-                preview = await self._call(request, self.store.delete_entity, name, dry_run=True)
+                preview = await self._call(request, self.curation.delete_entity, name, dry_run=True)
                 return await self._confirm(
                     request,
                     title=f"Delete {name!r}?",
@@ -444,7 +447,7 @@ class UiApp:
                     button=f"Delete {name}",
                     back=_link("/entity", name=name),
                 )
-            await self._call(request, self.store.delete_entity, name)
+            await self._call(request, self.curation.delete_entity, name)
         except MemftsError as exc:
             return await self._failed(request, name, exc)
         return _see(request, _link("/", done="deleted", name=name))
@@ -459,7 +462,7 @@ class UiApp:
         try:
             if form.get("confirmed") != "yes":
                 preview = await self._call(
-                    request, self.store.merge_entities, source, target, dry_run=True
+                    request, self.curation.merge_entities, source, target, dry_run=True
                 )
                 return await self._confirm(
                     request,
@@ -494,7 +497,7 @@ class UiApp:
                     button=f"Merge into {target}",
                     back=_link("/entity", name=source),
                 )
-            await self._call(request, self.store.merge_entities, source, target)
+            await self._call(request, self.curation.merge_entities, source, target)
         except EntityNotFoundError as exc:
             if exc.name != target:
                 return await self._failed(request, source, exc)
