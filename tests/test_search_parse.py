@@ -51,7 +51,8 @@ CASES: list[tuple[str, Query]] = [
     ("git commit --no-verify", Query(required=[one(w("git")), one(w("commit")),
                                                one(w("verify"))])),
     ("pytest -x", Query(required=[one(w("pytest")), one(w("x"))])),
-    ("pytest -xv", Query(required=[one(w("pytest"))], excluded=[one(w("xv"))])),
+    ("rm -rf", Query(required=[one(w("rm")), one(w("rf"))])),
+    ("docs -api", Query(required=[one(w("docs"))], excluded=[one(w("api"))])),
     ("redis -- cache", Query(required=[one(w("redis")), one(w("cache"))])),
     # fields
     ("name:alice", Query(required=[one(w("alice", name_only=True))])),

@@ -235,9 +235,9 @@ def test_words_another_process_adds_are_found_by_a_store_that_searched_before(
 
 
 def test_flags_and_lone_exclusions_are_searched_for(tmp_path: Path) -> None:
-    """An agent's memory holds command lines: ``--no-verify`` and ``-x`` are the text looked
-    for (they used to leave it out and list everything else), and so is a query of nothing but
-    exclusions; ``-word`` after other words still leaves it out."""
+    """An agent's memory holds command lines: ``--no-verify``, ``-x`` and ``-rf`` are the text
+    looked for (they used to leave it out and list everything else), and so is a query of
+    nothing but exclusions; ``-word`` after other words still leaves it out."""
     store = Store(tmp_path / "memory.db")
     try:
         store.create_entities(
@@ -247,6 +247,8 @@ def test_flags_and_lone_exclusions_are_searched_for(tmp_path: Path) -> None:
                 Entity(name="pytest", entityType="tool",
                        observations=["Run with -x to stop at the first failure"]),
                 Entity(name="other", entityType="note", observations=["Verify the backups"]),
+                Entity(name="shell safety", entityType="convention",
+                       observations=["Never rm -rf a path built from a variable"]),
             ]
         )  # fmt: skip
 
@@ -257,6 +259,7 @@ def test_flags_and_lone_exclusions_are_searched_for(tmp_path: Path) -> None:
         assert found("git commit --no-verify")[0] == "git workflow"
         assert found("pytest -x")[0] == "pytest"
         assert found("-x")[0] == "pytest"
+        assert found("rm -rf")[0] == "shell safety"
         assert found("-backups") == ["other"]
         assert found("verify -backups")[0] == "git workflow"
         assert "other" not in found("verify -backups")

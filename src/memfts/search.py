@@ -130,8 +130,8 @@ class Query:
 _PIECE = re.compile(
     r"""
     # A leading dash leaves a term out, except where it is the text itself: a command-line
-    # flag (--no-verify) or a one-letter option (-x) is what an agent searches for.
-    (?P<neg>-(?![\s-]|[A-Za-z0-9](?:\s|$)))?
+    # flag (--no-verify) or a short option (-x, rm -rf) is what an agent searches for.
+    (?P<neg>-(?![\s-]|[A-Za-z0-9]{1,2}(?:\s|$)))?
     (?:
         (?P<field>name|type|entitytype):(?:"(?P<fquoted>[^"]*)"|(?P<fvalue>[^\s"]+))
       | "(?P<phrase>[^"]*)"(?P<pstar>\*)?

@@ -66,8 +66,8 @@ ignored when the query has other words. \
 Case and accents are ignored; Chinese/Japanese/Korean words are found inside longer runs. \
 A misspelt word that matches nothing is replaced by the closest indexed word \
 (`correctedQuery` says what was searched, `suggestions` lists the words).
-Syntax (optional; anything else is plain words): "exact phrase", -exclude (a --flag or -x \
-option is searched for), word1 OR word2, prefix*, name:word (names only), type:person \
+Syntax (optional; anything else is plain words): "exact phrase", -exclude (a --flag or an \
+-x or -rf option is searched for), word1 OR word2, prefix*, name:word (names only), type:person \
 (entity type filter; -type:person leaves it out).
 `snippets: true` adds the best-matching observation fragments per entity (matches in **bold**); \
 `compact: true` returns only names, types and snippets (cheap to scan; then open_nodes); \
