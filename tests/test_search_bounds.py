@@ -169,3 +169,27 @@ def test_the_time_limit_counts_the_search_s_cpu_time_not_the_clock(big: Path) ->
             assert deadline.passed  # the backstop
     finally:
         store.close()
+
+
+def test_time_spent_while_the_limit_is_paused_is_not_counted_after(big: Path) -> None:
+    """Loading what every result must hold runs with the limit paused; the related entities
+    looked up after it still have the time left (they were left out when a slow load had
+    used it up)."""
+
+    def work(seconds: float) -> None:
+        start = time.thread_time()
+        while time.thread_time() - start < seconds:
+            pass
+
+    store = Store(big)
+    try:
+        with store._read() as db:
+            deadline = ranking.Deadline(db, 0.2)
+            with deadline.paused():
+                work(0.3)
+                assert not deadline.passed
+            assert not deadline.passed
+            work(0.25)
+            assert deadline.passed
+    finally:
+        store.close()

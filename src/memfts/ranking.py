@@ -101,7 +101,7 @@ SNIPPET_TOKENS = 16
 """Words around the match in one fragment."""
 
 PROGRESS_STEPS = 10_000
-"""SQLite virtual-machine steps between two looks at the clock (about a millisecond)."""
+"""SQLite virtual-machine steps between two looks at the time used (about a millisecond)."""
 
 WALL_FACTOR = 4.0
 """A search's time limit counts its CPU time; the clock stops it at this many times the
@@ -185,13 +185,16 @@ class Deadline:
 
     @contextmanager
     def paused(self) -> Iterator[None]:
-        """No limit inside the block (what a result must hold whatever the time)."""
+        """No limit inside the block (what a result must hold whatever the time), and the
+        time it takes is not counted after it: the limit moves on by as much."""
         limits = self.at, self.wall_at
+        cpu, wall = time.thread_time(), time.monotonic()
         self.at = self.wall_at = math.inf
         try:
             yield
         finally:
-            self.at, self.wall_at = limits
+            self.at = limits[0] + (time.thread_time() - cpu)
+            self.wall_at = limits[1] + (time.monotonic() - wall)
 
     def __enter__(self) -> Deadline:
         self.db.set_progress_handler(lambda: self.passed, PROGRESS_STEPS, id=Deadline)
