@@ -698,11 +698,22 @@ def test_an_import_that_adds_to_an_existing_entity_makes_it_recent(store: Store)
     assert [e.name for e in store.search_nodes("").entities] == ["Old", "Newer"]
 
 
-def test_delete_observations_is_capped_like_every_other_call(tmp_path: Path) -> None:
-    """It had no per-call cap: the groups were counted, not the observations in them."""
+def test_delete_observations_is_capped_like_add_observations(tmp_path: Path) -> None:
+    """It had no cap on the observations of a group (the groups were counted, not what they
+    held); now each group is capped as add_observations caps its groups, and the call's text
+    as every call's: what one call adds, one call can delete."""
     store = Store(tmp_path / "m.db", Limits(max_items_per_call=10, max_call_chars=1_000))
     try:
         store.create_entities([Entity(name="a", entityType="t", observations=["x", "y"])])
+        store.create_entities([Entity(name="b", entityType="t"), Entity(name="c", entityType="t")])
+        added = [
+            ObservationAddition(entityName=n, contents=[f"{n}{i}" for i in range(6)])
+            for n in ("b", "c")
+        ]
+        store.add_observations(added)  # 12 observations in one call, 6 per group
+        assert store.delete_observations(
+            [ObservationDeletion(entityName=a.entityName, observations=a.contents) for a in added]
+        ) == (12, [])
         many = [ObservationDeletion(entityName="a", observations=[f"o{i}" for i in range(11)])]
         with pytest.raises(InputTooLargeError, match="11 observations to delete in one call"):
             store.delete_observations(many)

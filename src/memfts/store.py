@@ -410,8 +410,8 @@ class Store:
     ) -> tuple[int, list[str]]:
         """Delete the given observations. Returns ``(deleted_count, missing_entities)``."""
         self._check_batch("deletion groups", deletions)
-        # the observations of all the groups together, as any other call's items and text
-        self._check_batch("observations to delete", [o for d in deletions for o in d.observations])
+        for d in deletions:  # as add_observations counts its groups: what one adds, one deletes
+            self._check_batch("observations to delete", d.observations)
         self._check_call_chars(text for d in deletions for text in (d.entityName, *d.observations))
         count = 0
         missing: list[str] = []
