@@ -412,7 +412,8 @@ def test_an_export_read_slowly_does_not_pin_the_wal(db_path: Path) -> None:
     )
     biggest = 0
     try:
-        time.sleep(2.0)  # it has started and filled the pipe
+        assert export.stdout is not None
+        first = export.stdout.readline()  # its snapshot is open: it writes (and fills the pipe)
         with RawServer(db_path) as server:
             for k in range(250):
                 server.call_ok(
@@ -429,11 +430,14 @@ def test_an_export_read_slowly_does_not_pin_the_wal(db_path: Path) -> None:
                 )
                 with contextlib.suppress(FileNotFoundError):
                     biggest = max(biggest, wal.stat().st_size)
-        out, err = export.communicate(timeout=60)
+        rest = export.stdout.read()  # through the same buffer as the first line
+        assert export.stderr is not None
+        err = export.stderr.read()
+        export.wait(timeout=60)
     finally:
         if export.poll() is None:
             export.kill()
     assert export.returncode == 0, err
-    lines = out.splitlines()
+    lines = (first + rest).splitlines()
     assert len(lines) >= 100 and all(b'"name":"old' in line for line in lines[:100])
     assert biggest < 12 * 1024 * 1024, f"the WAL reached {biggest / 1024 / 1024:.1f} MB"
