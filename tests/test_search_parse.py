@@ -44,6 +44,7 @@ CASES: list[tuple[str, Query]] = [
     # nothing but exclusions: the words are what is searched for
     ("-cache", Query(required=[one(w("cache"))])),
     ("NOT foo", Query(required=[one(w("foo"))])),
+    ("the -cache", Query(required=[one(w("cache"))])),
     ('-"foo bar"', Query(required=[one(w("foo", "bar", exact=True))])),
     # a flag or a one-letter option is text, never an exclusion
     # ("no" is a stopword; the words side by side rank first)

@@ -223,9 +223,10 @@ def parse(text: str, tokenize: Tokenize = query_words, synonyms: Synonyms | None
             break
         _add(query, term, negative, or_with_previous=pending_or)
         pending_or = False
-    if query.excluded and not query.required:
-        # Nothing to find but something to leave out ("-cache", "NOT foo"): a search is for
-        # finding, so the words are what is looked for, not "every entity but these".
+    if query.excluded and all(_droppable(c) for c in query.required):
+        # Nothing to find but something to leave out ("-cache", "NOT foo", "the -cache"): a
+        # search is for finding, so the words are what is looked for, not "every entity but
+        # these".
         query.required, query.excluded = query.excluded, []
     if synonyms is not None:
         query.required = _with_synonyms(query.required, synonyms)
@@ -284,16 +285,16 @@ that matter ("what does the user prefer", "who should I tell about a leaked pass
 query of only such words is searched as it is; quoted, they are searched like any word."""
 
 
-def _without_stopwords(query: Query) -> None:
-    def droppable(clause: Clause) -> bool:
-        return all(
-            len(t.words) == 1
-            and t.words[0] in STOPWORDS
-            and not (t.exact or t.prefix or t.name_only)
-            for t in clause.terms
-        )
+def _droppable(clause: Clause) -> bool:
+    """A clause of nothing but common English words, as typed (no quotes, star or field)."""
+    return all(
+        len(t.words) == 1 and t.words[0] in STOPWORDS and not (t.exact or t.prefix or t.name_only)
+        for t in clause.terms
+    )
 
-    kept = [c for c in query.required if not droppable(c)]
+
+def _without_stopwords(query: Query) -> None:
+    kept = [c for c in query.required if not _droppable(c)]
     if kept:
         query.required = kept
 
