@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -676,17 +677,27 @@ def export(db: str | None, path: Path | None, force: bool) -> None:
         if path is None or str(path) == "-":
             out: IO[bytes] = sys.stdout.buffer
             try:
-                # Into a spool file first: the read snapshot lasts as long as writing the lines
-                # takes, not as long as a slow reader of the pipe (a snapshot held open pins
-                # the WAL: every write of other processes meanwhile piles up in it).
-                with tempfile.TemporaryFile() as spool:
-                    write_jsonl(store, spool)
-                    spool.seek(0)
-                    shutil.copyfileobj(spool, out, 1 << 20)
+                if stat.S_ISREG(os.fstat(out.fileno()).st_mode):  # `> file`: never held up
+                    write_jsonl(store, out)
+                else:
+                    # A pipe goes through a spool file first: the read snapshot lasts as long
+                    # as writing the lines takes, not as long as a slow reader of the pipe (a
+                    # snapshot held open pins the WAL: every write of other processes
+                    # meanwhile piles up in it).
+                    with tempfile.TemporaryFile() as spool:
+                        write_jsonl(store, spool)
+                        spool.seek(0)
+                        shutil.copyfileobj(spool, out, 1 << 20)
                 out.flush()
             except BrokenPipeError:  # `memfts export | head`: the reader left, not an error
                 devnull = os.open(os.devnull, os.O_WRONLY)
                 os.dup2(devnull, sys.stdout.fileno())
+            except OSError as exc:  # a full disk (or $TMPDIR) under the spool or the file
+                raise click.ClickException(
+                    f"export to standard output failed: {exc.strerror or exc} "
+                    f"(the spool file is in {tempfile.gettempdir()}: set TMPDIR, or export "
+                    "to a FILE)"
+                ) from None
             return
         counts = export_file(store, path, force=force)
     _out(
