@@ -45,10 +45,7 @@ def _parse_error(line: str, exc: Exception) -> JSONRPCError:
         readable_json = True
     except (ValueError, RecursionError):
         readable_json = False
-        found = _REQUEST_ID.search(line[:4096].encode("utf-8", "replace"))
-        if found:
-            with contextlib.suppress(ValueError, RecursionError):
-                request_id = json.loads(found.group(1))
+        request_id = _request_id(line.encode("utf-8", "replace"))
     reason = str(exc)
     if readable_json and _has_lone_surrogate(line):
         reason = (
@@ -67,17 +64,22 @@ def _parse_error(line: str, exc: Exception) -> JSONRPCError:
     )
 
 
-def _not_utf8(raw: bytes, exc: UnicodeDecodeError) -> JSONRPCError:
-    """The answer to a line that is not UTF-8 text, with its id when it can be read."""
-    request_id: str | int | None = None
+def _request_id(raw: bytes) -> str | int | None:
+    """The id of a request that could not be read whole, if its first 4 KB show one."""
     found = _REQUEST_ID.search(raw[:4096])
     if found:
         with contextlib.suppress(ValueError, RecursionError, UnicodeDecodeError):
-            request_id = json.loads(found.group(1))
+            request_id: str | int | None = json.loads(found.group(1))
+            return request_id
+    return None
+
+
+def _not_utf8(raw: bytes, exc: UnicodeDecodeError) -> JSONRPCError:
+    """The answer to a line that is not UTF-8 text, with its id when it can be read."""
     bad = raw[exc.start : exc.start + 4].hex(" ")
     return JSONRPCError(
         jsonrpc="2.0",
-        id=request_id,
+        id=_request_id(raw),
         error=ErrorData(
             code=PARSE_ERROR,
             message=f"Parse error: the message is not UTF-8 text (bytes {bad} at offset "
