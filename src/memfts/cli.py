@@ -795,10 +795,6 @@ def _observation(store: Store, name: str, number: int) -> str:
     return observations[number - 1]
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n:,} {noun}{'s' * (n != 1)}"
-
-
 def _short(text: str, room: int = 70) -> str:
     one_line = " ".join(text.split())
     return one_line if len(one_line) <= room else one_line[: room - 1] + "…"
@@ -894,7 +890,7 @@ def rename(db: str | None, name: str, new_name: str) -> None:
         f" ({report.relations_merged} already there, dropped)" if report.relations_merged else ""
     )
     verb = "follows" if report.relations_moved == 1 else "follow"
-    moved = _count(report.relations_moved, "relation")
+    moved = _counted(report.relations_moved, "relation")
     _out(f"renamed {name!r} to {new_name!r}; {moved} {verb} it{merged}")
 
 
@@ -962,14 +958,14 @@ def delete(db: str | None, name: str, yes: bool) -> None:
         preview = curation.delete_entity(name, dry_run=True)
         _confirm(
             f"delete {name!r} ({preview.entityType}) with its "
-            f"{_count(preview.observations, 'observation')} and "
-            f"{_count(preview.relations, 'relation')}?",
+            f"{_counted(preview.observations, 'observation')} and "
+            f"{_counted(preview.relations, 'relation')}?",
             yes,
         )
         report = curation.delete_entity(name)
     _out(
-        f"deleted {name!r}, {_count(report.observations, 'observation')}, "
-        f"{_count(report.relations, 'relation')}"
+        f"deleted {name!r}, {_counted(report.observations, 'observation')}, "
+        f"{_counted(report.relations, 'relation')}"
     )
 
 
@@ -1025,8 +1021,8 @@ def duplicates(db: str | None, limit: int, as_json: bool) -> None:
             mark = "→" if candidate is target else " "
             name, kind = _style(candidate.name, bold=True), _style(candidate.entityType, fg="cyan")
             _out(
-                f"{mark} {name}  {kind}  {_count(candidate.observations, 'observation')}, "
-                f"{_count(candidate.relations, 'relation')}"
+                f"{mark} {name}  {kind}  {_counted(candidate.observations, 'observation')}, "
+                f"{_counted(candidate.relations, 'relation')}"
             )
         for other in group.entities[1:]:
             _out(
