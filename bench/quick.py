@@ -3,7 +3,7 @@
     python bench/quick.py --entities 100000                # synthetic graph, in-process
     python bench/quick.py --corpus debian                  # ~63,000 Debian packages (real text)
     python bench/quick.py --corpus debian --mcp            # through a real stdio server
-    python bench/quick.py --corpus debian --mcp --optimized  # after `memfts optimize`
+    python bench/quick.py --corpus debian --mcp --written 300  # after 300 one-entity writes
     python bench/quick.py --entities 100000 --statements   # SQL statements per search, by kind
     python bench/quick.py --entities 100000 --only common --profile
     python bench/quick.py --entities 100000 --adversarial  # the inputs of test_search_bounds
@@ -46,7 +46,8 @@ import apsw
 
 from corpus import DATA_DIR, SEED, QuerySet, ensure_jsonl, read_jsonl
 from measure import LoadReport, Summary, db_path, ensure_db, load_store, schema_tag, time_calls
-from memfts import results
+from memfts import results, segments
+from memfts.models import Entity
 from memfts.search import STOPWORDS
 from memfts.store import Store
 from protocol import RawPipeClient, memfts_command
@@ -69,7 +70,11 @@ def main() -> None:
     parser.add_argument("--query", action="append", help="time these queries instead")
     parser.add_argument("--mcp", action="store_true", help="through a real stdio server")
     parser.add_argument(
-        "--optimized", action="store_true", help="on a copy after `memfts optimize`"
+        "--written",
+        type=int,
+        default=0,
+        metavar="N",
+        help="on a copy after N more writes of one entity each (segments as writes leave them)",
     )
     parser.add_argument("--profile", action="store_true", help="cProfile the timed calls")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the cached database")
@@ -91,9 +96,10 @@ def main() -> None:
         f"{path.name}: {report.entities:,} entities, {report.observations:,} "
         f"observations, {report.relations:,} relations, loaded in {report.seconds:.1f} s"
     )
-    if args.optimized:
-        path = optimized_copy(path)
-        print(f"{path.name}: after Store.optimize() (what `memfts optimize` does)")
+    if args.written:
+        path = written_copy(path, args.written, args.seed)
+        print(f"{path.name}: after {args.written:,} more writes of one entity each")
+    print(f"full-text index segments: {segment_counts(path)}")
     if args.query:
         classes = {"given": args.query}
     elif args.only:
@@ -161,19 +167,43 @@ def debian(
     )
 
 
-def optimized_copy(path: Path) -> Path:
-    """A copy of the database with its full-text indexes merged into one segment each."""
-    copy = path.with_name(path.stem + ".optimized.db")
+def written_copy(path: Path, writes: int, seed: int) -> Path:
+    """A copy of the database after ``writes`` more ``create_entities`` calls of one entity
+    each (words drawn from its own observations): its full-text indexes as a graph in use
+    holds them, each write adding a segment and the writes' upkeep merging them
+    (``memfts.segments``), where a freshly imported graph has one segment per index."""
+    copy = path.with_name(f"{path.stem}.written{writes}.db")
     if not copy.exists():
         tmp = copy.with_name(copy.name + ".building")
         shutil.copyfile(path, tmp)
+        db = apsw.Connection(str(tmp))
+        try:
+            sample = db.execute("SELECT content FROM observations ORDER BY id DESC LIMIT 500")
+            words = [w for (content,) in sample for w in str(content).split()]
+        finally:
+            db.close()
+        rng = random.Random(seed)
         store = Store(tmp)
         try:
-            store.optimize()
+            for n in range(writes):
+                text = " ".join(rng.choices(words, k=8))
+                store.create_entities(
+                    [Entity(name=f"written {n}", entityType="note", observations=[text])]
+                )
         finally:
             store.close()
         tmp.rename(copy)
     return copy
+
+
+def segment_counts(path: Path) -> str:
+    """Segments of each full-text index of the file: a search looks each word up in each."""
+    db = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        counts = {index: segments.structure(db, index) for index in segments.INDEXES}
+    finally:
+        db.close()
+    return ", ".join(f"{i} {c.segments if c else '?'}" for i, c in counts.items())
 
 
 def debian_records() -> list[dict[str, object]]:

@@ -342,6 +342,9 @@ def create_private(path: Path) -> bool:
 ConnectionSetup = Callable[[apsw.Connection], None]
 """A function :meth:`Database.on_connect` runs once on each connection, in its thread."""
 
+AfterWrite = Callable[[apsw.Connection], object]
+"""A step :meth:`Database.after_write` runs after each write that changed something."""
+
 
 @dataclass(eq=False)
 class _Handle:
@@ -378,6 +381,7 @@ class Database:
         self._closing = False
         self._closed = False
         self._setups: list[ConnectionSetup] = []
+        self._after_writes: list[AfterWrite] = []
         self._pools: dict[bool, ThreadPoolExecutor] = {}
         self._write_lock = threading.Lock()
         self._version_lock = threading.Lock()
@@ -413,6 +417,14 @@ class Database:
         """
         with self._state:
             self._setups.append(setup)
+
+    def after_write(self, step: AfterWrite) -> None:
+        """Run ``step(conn)`` after each committed write that changed something, in a
+        transaction of its own (skipped when another process holds the write lock): bounded
+        upkeep of what writes leave behind, such as the full-text indexes' segments
+        (:func:`memfts.segments.merge_step`). Register at start-up."""
+        with self._state:
+            self._after_writes.append(step)
 
     @property
     def conn(self) -> apsw.Connection:
@@ -663,7 +675,10 @@ class Database:
             try:
                 conn = handle.conn
                 self._retry(conn, lambda: conn.execute("BEGIN IMMEDIATE"))
+                changes = conn.total_changes()
                 yield from self._finish(conn, writing=True)
+                if conn.total_changes() != changes:
+                    self._after_write(conn)
                 self._upkeep(handle)
             finally:
                 self._write_lock.release()
@@ -693,6 +708,28 @@ class Database:
                     f"writes for {self.busy_timeout_s:g} s (MEMFTS_BUSY_TIMEOUT_S); nothing "
                     "was written, try again"
                 )
+
+    def _after_write(self, conn: apsw.Connection) -> None:
+        """After a committed write that changed something, the steps of :meth:`after_write`,
+        in one transaction of their own. Upkeep only: if another process holds the write lock,
+        or a step fails, it is skipped (logged) and a later write does it."""
+        if not self._after_writes:
+            return
+        conn.set_busy_timeout(0)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except apsw.Error as exc:
+            log.debug("upkeep after a write to %s skipped: %s", self.path, exc)
+            return
+        finally:
+            conn.set_busy_timeout(self._busy_handler_ms)
+        try:
+            for step in self._after_writes:
+                step(conn)
+            conn.execute("COMMIT")
+        except apsw.Error as exc:
+            self._rollback(conn)
+            log.info("upkeep after a write to %s skipped: %s", self.path, exc)
 
     def _note_wal_pages(self, handle: _Handle) -> Callable[[apsw.Connection, str, int], int]:
         def hook(conn: apsw.Connection, name: str, pages: int) -> int:

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import apsw
 
-from memfts import ranking, search, vocabulary
+from memfts import ranking, search, segments, vocabulary
 from memfts.database import Database
 from memfts.errors import (
     DatabaseOpenError,
@@ -238,6 +238,7 @@ class Store:
         self._known_words = vocabulary.KnownWords(self._stems)
         self._expansions = vocabulary.Expansions()
         self._db.on_connect(vocabulary.prepare)
+        self._db.after_write(segments.merge_step)
         vocabulary.sync_stems(self._read, self._write, self._stems)
         try:
             self._semantic = (
@@ -1063,11 +1064,15 @@ class Store:
         :meth:`Database.copy_to`); :mod:`memfts.backup` checks it and puts it in place."""
         self._db.copy_to(target)
 
+    def merge_indexes(self) -> None:
+        """Merge each full-text index into one segment (after a bulk import; writes keep
+        them merged as they go, see :mod:`memfts.segments`)."""
+        with self._write() as db:
+            segments.merge_all(db)
+
     def optimize(self, vacuum: bool = False) -> None:
         """Merge FTS5 index segments, truncate the WAL and optionally VACUUM the file."""
-        with self._write() as db:
-            for table in _FTS_TABLES:
-                db.execute(f"INSERT INTO {table}({table}) VALUES ('optimize')")
+        self.merge_indexes()
         if vacuum:
             self._db.vacuum()
         self._db.checkpoint("TRUNCATE")
@@ -1104,4 +1109,4 @@ class Store:
 
 FTS_NOT_CHECKED = "not checked: the file cannot be written, and FTS5's check writes"
 
-_FTS_TABLES = ("entities_fts", "observations_fts", "search_terms_trigram")
+_FTS_TABLES = segments.INDEXES

@@ -478,7 +478,8 @@ def import_file(
 
     Malformed items are passed to ``on_problem`` and skipped. With ``strict`` the import stops
     at the first one (batches before it are committed): call :func:`validate` first to import
-    all or nothing.
+    all or nothing. A complete import that added something ends by merging the full-text
+    indexes (:meth:`Store.merge_indexes`).
     """
     source = open_source(path)
     if _same_file(Path(path), store.path):
@@ -525,6 +526,8 @@ def import_file(
             ):
                 flush()
         flush()
+    if result.counts.entities_added or result.counts.observations_added:
+        store.merge_indexes()  # a bulk load leaves many segments: merge them at once
     return result
 
 
