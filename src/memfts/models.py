@@ -156,7 +156,8 @@ class SearchResult(BaseModel):
     withEveryWord: int | None = Field(
         default=None,
         description="Present when some matches hold only some of the query's words: how many "
-        "hold every word (they come first; the rest of the page is the best partial matches)",
+        "hold every word (they come first; the rest of the page is the best partial matches); "
+        "a lower bound when totalIsLowerBound is",
     )
     correctedQuery: str | None = Field(
         default=None,

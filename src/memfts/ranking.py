@@ -86,7 +86,12 @@ PARTIAL_ARM_ROWS = 250
 and a short fragment can widen to words used everywhere."""
 
 LATEST_ROWS = 200
-"""Rows read per lookup when every clause is common (at least 2 x ``limit``)."""
+"""Rows of the rarest word read when every clause is common (at least 2 x ``limit``)."""
+
+LATEST_COMPLETE_FACTOR = 2
+"""When every clause is common, rows holding all of them are read up to this many times
+``limit``: finding them steps through every word's rows together, which costs the more the
+rarer they meet (a 200-row window took 2.6 ms for three words, 0.6 ms for 40 rows)."""
 
 SNIPPETS_PER_ENTITY = 3
 """Most fragments shown per entity."""
@@ -721,12 +726,13 @@ def _latest(
                 continue
             key = f"latest_{table}_{n}"
             entity = _ENTITY_OF[table]
+            bound = "complete_window" if complete and len(planned) > 1 else "window"
             # the filters apply while reading, so that a rare type still fills the window
             hits.append(
                 Sql(
                     f"SELECT * FROM (SELECT {entity}, {complete}, {int(table == 'entities_fts')} "
                     f"FROM {table} WHERE {table} MATCH :{key} AND {filters.condition(entity)} "
-                    f"ORDER BY {table}.rowid DESC LIMIT :window)",
+                    f"ORDER BY {table}.rowid DESC LIMIT :{bound})",
                     {key: match},
                 )
             )
@@ -735,7 +741,12 @@ def _latest(
     union = _joined(hits, "\nUNION ALL ")
     rows: list[tuple[int, int]] = vocab.db.execute(  # type: ignore[assignment]
         _LATEST_SQL.format(with_sql=filters.with_sql(), hits=union.sql),
-        {**union.params, **filters.params, "window": window},
+        {
+            **union.params,
+            **filters.params,
+            "window": window,
+            "complete_window": LATEST_COMPLETE_FACTOR * limit,
+        },
     ).fetchall()
     return Ranking(
         [r[0] for r in rows[:limit]],
