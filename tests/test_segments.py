@@ -114,7 +114,7 @@ def test_upkeep_runs_after_changes_only_and_never_costs_a_write(db_path: Path) -
     db.after_write(failing_step)
     try:
         with db.write() as conn:
-            conn.execute("SELECT count(*) FROM entities").get
+            assert conn.execute("SELECT count(*) FROM entities").get == 0
         assert calls == []  # nothing changed: no upkeep, the file is as it was
         with db.write() as conn:
             conn.execute("INSERT INTO entities(name, entity_type) VALUES ('kept', 'note')")
