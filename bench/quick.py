@@ -203,7 +203,9 @@ def segment_counts(path: Path) -> str:
         counts = {index: segments.structure(db, index) for index in segments.INDEXES}
     finally:
         db.close()
-    return ", ".join(f"{i} {c.segments if c else '?'}" for i, c in counts.items())
+    return ", ".join(
+        f"{i} {c.segments} ({c.pages:,} pages)" if c else f"{i} ?" for i, c in counts.items()
+    )
 
 
 def debian_records() -> list[dict[str, object]]:
