@@ -271,8 +271,8 @@ def serve(
 def _settle_startup() -> None:
     """Keep Python's full garbage collections off what start-up built (modules, schemas, the
     open store), which lives as long as the server: walking it all paused a call for 13-33 ms
-    every few hundred searches (the max of ``bench/quick.py --mcp``)."""
-    gc.collect()
+    every few hundred searches (the max of ``bench/quick.py --mcp``). No collection first: it
+    would add 15 ms to every start, to free next to nothing."""
     gc.freeze()
 
 
