@@ -711,25 +711,24 @@ class Database:
 
     def _after_write(self, conn: apsw.Connection) -> None:
         """After a committed write that changed something, the steps of :meth:`after_write`,
-        in one transaction of their own. Upkeep only: if another process holds the write lock,
-        or a step fails, it is skipped (logged) and a later write does it."""
+        in one transaction of their own. Upkeep only, and never waited for: the transaction
+        takes the write lock only if a step writes (one that finds nothing to do leaves no
+        trace and holds up no writer), and if another process holds it, or a step fails, the
+        upkeep is skipped (logged) and a later write does it."""
         if not self._after_writes:
             return
         conn.set_busy_timeout(0)
         try:
-            conn.execute("BEGIN IMMEDIATE")
-        except apsw.Error as exc:
-            log.debug("upkeep after a write to %s skipped: %s", self.path, exc)
-            return
-        finally:
-            conn.set_busy_timeout(self._busy_handler_ms)
-        try:
+            conn.execute("BEGIN")
             for step in self._after_writes:
                 step(conn)
             conn.execute("COMMIT")
         except apsw.Error as exc:
             self._rollback(conn)
-            log.info("upkeep after a write to %s skipped: %s", self.path, exc)
+            level = logging.DEBUG if isinstance(exc, apsw.BusyError) else logging.INFO
+            log.log(level, "upkeep after a write to %s skipped: %s", self.path, exc)
+        finally:
+            conn.set_busy_timeout(self._busy_handler_ms)
 
     def _note_wal_pages(self, handle: _Handle) -> Callable[[apsw.Connection, str, int], int]:
         def hook(conn: apsw.Connection, name: str, pages: int) -> int:
