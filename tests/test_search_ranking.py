@@ -110,6 +110,31 @@ def test_only_common_words_give_the_latest_entities_holding_all_first(store: Sto
     assert result.withEveryWord == 0
 
 
+@pytest.mark.usefixtures("few_rows_are_common")
+def test_only_common_words_fill_the_page_with_entities_holding_all_of_them(store: Store) -> None:
+    # older entities holding both words, newer ones holding both in three observations each,
+    # newest ones holding only the rarer word: the rows holding every word are read until
+    # they name enough entities (not for a number of rows, which the newer entities' three
+    # rows each would use up, letting the newest partial matches into the page)
+    store.create_entities(
+        [E(f"both {i}", "service", "postgres and kafka") for i in range(20)]
+        + [
+            Entity(
+                name=f"both thrice {i}",
+                entityType="service",
+                observations=[f"postgres and kafka, note {n}" for n in range(3)],
+            )
+            for i in range(10)
+        ]
+        + [E(f"kafka only {i}", "service", "kafka here") for i in range(40)]
+        + [E(f"postgres only {i}", "db", "postgres here") for i in range(10)]
+    )
+    result = store.search_nodes("postgres kafka", limit=12)
+    assert len(result.entities) == 12
+    assert all(e.name.startswith("both") for e in result.entities)
+    assert result.withEveryWord is not None and result.withEveryWord >= 12
+
+
 def test_an_excluded_word_leaves_out_exactly_what_the_word_finds(store: Store) -> None:
     store.create_entities(
         [E(f"filler {i}", "filler", "nothing") for i in range(20)]
