@@ -79,7 +79,7 @@ def child_pids(parent: int | None = None) -> list[int]:
     return found
 
 
-LOAD_VERSION = b"import_batch + merge_indexes"
+LOAD_VERSION = b"import_batch + merge_indexes, usermerge set by the upkeep"
 """How :func:`load_store` builds a graph: part of the cache key, so that a change to it
 rebuilds the cached databases."""
 

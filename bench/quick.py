@@ -177,7 +177,7 @@ def written_copy(path: Path, writes: int, seed: int) -> Path:
     each (words drawn from its own observations): its full-text indexes as a graph in use
     holds them, each write adding a segment and the writes' upkeep merging them
     (``memfts.segments``), where a freshly imported graph has one segment per index."""
-    copy = path.with_name(f"{path.stem}.written{writes}.db")
+    copy = path.with_name(f"{path.stem}.written{writes}-s{seed}.db")
     if not copy.exists():
         tmp = copy.with_name(copy.name + ".building")
         shutil.copyfile(path, tmp)

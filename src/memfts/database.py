@@ -711,10 +711,11 @@ class Database:
 
     def _after_write(self, conn: apsw.Connection) -> None:
         """After a committed write that changed something, the steps of :meth:`after_write`,
-        in one transaction of their own. Upkeep only, and never waited for: the transaction
-        takes the write lock only if a step writes (one that finds nothing to do leaves no
-        trace and holds up no writer), and if another process holds it, or a step fails, the
-        upkeep is skipped (logged) and a later write does it."""
+        in one transaction of their own, before the write returns. Upkeep only: the
+        transaction takes the write lock only if a step writes (one that finds nothing to do
+        leaves no trace and holds up no writer), without waiting for it; if another process
+        holds it, or a step fails in any way, the upkeep is rolled back and skipped (logged), a
+        later write does it, and the write that came before stands as committed."""
         if not self._after_writes:
             return
         conn.set_busy_timeout(0)
@@ -723,10 +724,10 @@ class Database:
             for step in self._after_writes:
                 step(conn)
             conn.execute("COMMIT")
-        except apsw.Error as exc:
+        except Exception as exc:  # upkeep: the write it follows is committed whatever happens
             self._rollback(conn)
             level = logging.DEBUG if isinstance(exc, apsw.BusyError) else logging.INFO
-            log.log(level, "upkeep after a write to %s skipped: %s", self.path, exc)
+            log.log(level, "upkeep after a write to %s skipped: %r", self.path, exc)
         finally:
             conn.set_busy_timeout(self._busy_handler_ms)
 

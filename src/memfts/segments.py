@@ -10,13 +10,15 @@ halved once the indexes were merged (bench/quick.py).
 
 So after each write that changed something, :func:`merge_step` runs, in a transaction of its
 own, FTS5's ``'merge'`` command with a small positive page count (:data:`MERGE_PAGES`) on each
-index holding more than :data:`MAX_SEGMENTS` segments or in the middle of a merge. With
-``usermerge`` set to 2 (sql/008), that merges the segments of a level two at a time: the small
-ones recent writes added are merged as they come, at a cost of a fraction of a millisecond per
-write, and the large one an import leaves is not rewritten for each write. Measured on the
-100,000-entity graph over 300 one-entity writes: at most 4 segments per index (18 without),
-write p50 0.36 ms (0.28 ms without). A graph imported at once is merged whole at the end
-(:func:`merge_all`, also what ``memfts optimize`` does).
+index holding more than :data:`MAX_SEGMENTS` segments or in the middle of a merge. With the
+index's ``usermerge`` set to 2 (on its first such merge: an FTS5 setting kept in the index's
+``_config`` table, not a schema change, so older memfts versions open the file as before),
+that merges the segments of its fullest level, at most 32 pages of them per write; as recent
+writes add small segments, they are merged into fewer and the large one an import left is not
+rewritten for each write. Measured on the 100,000-entity graph over 300 one-entity writes:
+never more than 4 segments per index (9-14 without), at a write p50 of 0.28 ms (0.21 ms
+without; p99 4 ms either way). An import written in more than one batch is merged whole at the
+end (:func:`merge_all`, also what ``memfts optimize`` does).
 
 The segments are read from FTS5's *structure record* (row 10 of ``<index>_data``, documented
 in SQLite's ``fts5_index.c``): a few bytes, read in microseconds, where counting the segment
@@ -40,6 +42,9 @@ MAX_SEGMENTS = 4
 MERGE_PAGES = 32
 """Most index pages (about 4 kB each) a write's upkeep writes per index."""
 
+USERMERGE = 2
+"""FTS5's ``usermerge`` for the indexes: a level's segments are merged once there are two."""
+
 _STRUCTURE_ROWID = 10
 _STRUCTURE_V2 = b"\xff\x00\x00\x01"
 
@@ -50,7 +55,7 @@ class Structure:
 
     segments: int
     merging: bool
-    """A merge is under way (started by a write, ``memfts optimize`` or FTS5's automerge)."""
+    """A merge is under way (started by a write's upkeep or by FTS5's automerge)."""
     pages: int = 0
     """Leaf pages in all its segments (about 4 kB each)."""
 
@@ -80,7 +85,7 @@ def _decode(record: bytes) -> Structure | None:
     try:
         values = _varints(record, position)
         levels, segments = next(values), next(values)
-        next(values)  # write counter (version 2: origin counter)
+        next(values)  # write counter
         counted, merging, pages = 0, False, 0
         for _ in range(levels):
             in_merge, level_segments = next(values), next(values)
@@ -124,6 +129,9 @@ def merge_step(db: apsw.Connection, pages: int = MERGE_PAGES) -> bool:
         found = structure(db, index)
         if found is None or not (found.merging or found.segments > MAX_SEGMENTS):
             continue
+        usermerge = db.execute(f"SELECT v FROM {index}_config WHERE k = 'usermerge'").fetchall()
+        if usermerge != [(USERMERGE,)]:
+            db.execute(f"INSERT INTO {index}({index}, rank) VALUES ('usermerge', ?)", (USERMERGE,))
         before = db.total_changes()
         db.execute(f"INSERT INTO {index}({index}, rank) VALUES ('merge', ?)", (pages,))
         # FTS5 changes at least two rows when it did some work (its documented test)

@@ -478,8 +478,9 @@ def import_file(
 
     Malformed items are passed to ``on_problem`` and skipped. With ``strict`` the import stops
     at the first one (batches before it are committed): call :func:`validate` first to import
-    all or nothing. A complete import that added something ends by merging the full-text
-    indexes (:meth:`Store.merge_indexes`).
+    all or nothing. A complete import written in more than one batch ends by merging the
+    full-text indexes into one segment each (:meth:`Store.merge_indexes`); a smaller one
+    leaves them to the upkeep after each write (:mod:`memfts.segments`).
     """
     source = open_source(path)
     if _same_file(Path(path), store.path):
@@ -488,10 +489,12 @@ def import_file(
     entities: list[Entity] = []
     relations: list[Relation] = []
     pending_observations = 0
+    batches = 0
 
     def flush() -> None:
-        nonlocal pending_observations
+        nonlocal pending_observations, batches
         if entities or relations:
+            batches += 1
             try:
                 result.counts += store.import_batch(entities, relations)
             except MemftsError as exc:
@@ -526,8 +529,8 @@ def import_file(
             ):
                 flush()
         flush()
-    if result.counts.entities_added or result.counts.observations_added:
-        store.merge_indexes()  # a bulk load leaves many segments: merge them at once
+    if batches > 1:  # a bulk load leaves many segments: merge them at once
+        store.merge_indexes()
     return result
 
 
