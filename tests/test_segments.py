@@ -75,6 +75,13 @@ def test_writes_keep_every_index_within_bound(store: Store) -> None:
             assert found is not None
             assert found.segments <= segments.MAX_SEGMENTS, (n, index, found)
     assert store.search_nodes("deploy number 77").entities[0].name == "note 77"
+    db = apsw.Connection(str(store.path), flags=apsw.SQLITE_OPEN_READONLY)
+    try:  # set by the upkeep's first merge, in the index's own settings: no schema change
+        for index in segments.INDEXES:
+            usermerge = f"SELECT v FROM {index}_config WHERE k = 'usermerge'"
+            assert db.execute(usermerge).fetchall() == [(segments.USERMERGE,)]
+    finally:
+        db.close()
 
 
 def test_merging_changes_no_search(db_path: Path) -> None:
@@ -101,6 +108,24 @@ def test_an_import_ends_with_merged_indexes(store: Store, tmp_path: Path) -> Non
     import_file(store, source, batch_entities=1)
     assert all(s is not None and s.segments <= 1 for s in _structures(store.path).values())
     assert store.search_nodes("word33").entities[0].name == "n33"
+
+
+def test_a_small_import_leaves_the_indexes_to_the_upkeep(store: Store, tmp_path: Path) -> None:
+    for n in range(12):
+        store.create_entities([Entity(name=f"note {n}", entityType="note", observations=["x"])])
+    before = _structures(store.path)["observations_fts"]
+    assert before is not None and before.segments > 1
+    source = tmp_path / "two.jsonl"
+    source.write_text(
+        "".join(
+            json.dumps({"type": "entity", "name": f"n{i}", "entityType": "t", "observations": []})
+            + "\n"
+            for i in range(2)
+        )
+    )
+    import_file(store, source)  # one batch: no rewrite of whole indexes for two entities
+    after = _structures(store.path)["observations_fts"]
+    assert after is not None and after.segments > 1
 
 
 def test_upkeep_runs_after_changes_only_and_never_costs_a_write(db_path: Path) -> None:
