@@ -342,7 +342,7 @@ def create_private(path: Path) -> bool:
 ConnectionSetup = Callable[[apsw.Connection], None]
 """A function :meth:`Database.on_connect` runs once on each connection, in its thread."""
 
-AfterWrite = Callable[[apsw.Connection], object]
+AfterWrite = Callable[[apsw.Connection], None]
 """A step :meth:`Database.after_write` runs after each write that changed something."""
 
 

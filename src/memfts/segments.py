@@ -121,10 +121,9 @@ def _varints(data: bytes, position: int) -> Iterator[int]:
         yield value
 
 
-def merge_step(db: apsw.Connection, pages: int = MERGE_PAGES) -> bool:
-    """One bounded step of merging, for each index that needs it, in the caller's
-    transaction; True if some index had merging to do."""
-    more = False
+def merge_step(db: apsw.Connection) -> None:
+    """One bounded step of merging (:data:`MERGE_PAGES`), for each index that needs it, in the
+    caller's transaction."""
     for index in INDEXES:
         found = structure(db, index)
         if found is None or not (found.merging or found.segments > MAX_SEGMENTS):
@@ -132,11 +131,7 @@ def merge_step(db: apsw.Connection, pages: int = MERGE_PAGES) -> bool:
         usermerge = db.execute(f"SELECT v FROM {index}_config WHERE k = 'usermerge'").fetchall()
         if usermerge != [(USERMERGE,)]:
             db.execute(f"INSERT INTO {index}({index}, rank) VALUES ('usermerge', ?)", (USERMERGE,))
-        before = db.total_changes()
-        db.execute(f"INSERT INTO {index}({index}, rank) VALUES ('merge', ?)", (pages,))
-        # FTS5 changes at least two rows when it did some work (its documented test)
-        more = more or db.total_changes() - before >= 2
-    return more
+        db.execute(f"INSERT INTO {index}({index}, rank) VALUES ('merge', ?)", (MERGE_PAGES,))
 
 
 def merge_all(db: apsw.Connection) -> None:

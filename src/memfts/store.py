@@ -1006,7 +1006,7 @@ class Store:
             except (apsw.Error, MemftsError):
                 counts.append(None)  # unreadable: the integrity report says why
         fts_errors = []
-        for table in () if self.read_only else _FTS_TABLES:
+        for table in () if self.read_only else segments.INDEXES:
             try:
                 # the FTS5 check is an INSERT command: it needs a write transaction
                 with self._write() as db:
@@ -1108,5 +1108,3 @@ class Store:
 
 
 FTS_NOT_CHECKED = "not checked: the file cannot be written, and FTS5's check writes"
-
-_FTS_TABLES = segments.INDEXES
